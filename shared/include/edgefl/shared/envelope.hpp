@@ -1,0 +1,179 @@
+#pragma once
+// Decoding untrusted bytes: the one place where bytes from outside become a
+// verified message or a specific error. Nothing here throws to the caller;
+// Cap'n Proto's exceptions on malformed input are caught and mapped.
+//
+// A Parsed<T> has been walked once in full under the limits, so reading its
+// fields afterwards does not throw (readers may revisit each field up to
+// DecodeLimits::traversalFactor times before the traversal limit trips).
+
+#include <capnp/serialize.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+
+#include "edgefl/shared/bytes.hpp"
+#include "edgefl/shared/result.hpp"
+#include "edgefl/shared/signing.hpp"
+
+namespace edgefl {
+
+struct DecodeLimits {
+  // Largest message accepted. 16 MiB holds a 4M-parameter float32 model with
+  // headroom; our models are 0.1-1 MB. Generated broker configs use the same
+  // max_packet_size so the broker drops larger ones first.
+  std::size_t maxBytes = 16u << 20;
+  // Cap'n Proto traversal limit, as a multiple of the message's own size in
+  // words. Validation walks the message once and readers touch each field a
+  // few more times; beyond that is pointer amplification.
+  std::uint64_t traversalFactor = 8;
+  // Deepest path in the schema is Signed > Model > Layer > Conv2D > Tensor
+  // (5); 16 leaves room for evolution and stops recursion bombs.
+  int nestingLimit = 16;
+  // Our builders write one segment; more than a few only inflate the table.
+  std::uint32_t maxSegments = 64;
+};
+
+namespace detail {
+struct MessageHolder {
+  kj::Array<capnp::word> copy;  // set when the input was not word-aligned
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader;
+  ByteView bytes;
+};
+Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeLimits& limits);
+// Runs `walk` and maps a Cap'n Proto exception to NotCapnp / TooDeep /
+// TraversalLimit.
+Status guardedWalk(const std::function<void()>& walk);
+}  // namespace detail
+
+// A Cap'n Proto message of type T that passed framing and a full walk.
+template <typename T>
+class Parsed {
+ public:
+  typename T::Reader root() const { return root_; }
+  // The bytes the message was read from (they live as long as this object).
+  ByteView bytes() const { return holder_->bytes; }
+
+  static Result<Parsed<T>> parse(ByteView bytes, const DecodeLimits& limits) {
+    auto holder = detail::openMessage(bytes, limits);
+    if (!holder.ok()) return holder.error();
+    Parsed<T> out;
+    out.holder_ = std::move(holder.value());
+    Status walked = detail::guardedWalk([&] {
+      out.root_ = out.holder_->reader->template getRoot<T>();
+      (void)out.root_.totalSize();
+    });
+    if (!walked.ok()) return walked.error();
+    return out;
+  }
+
+ private:
+  std::unique_ptr<detail::MessageHolder> holder_;
+  typename T::Reader root_;
+};
+
+template <typename T>
+Result<Parsed<T>> parseMessage(ByteView bytes, const DecodeLimits& limits = {}) {
+  return Parsed<T>::parse(bytes, limits);
+}
+
+template <typename T>
+constexpr Kind kindOf();
+template <> constexpr Kind kindOf<wire::Model>() { return Kind::MODEL; }
+template <> constexpr Kind kindOf<wire::Update>() { return Kind::UPDATE; }
+template <> constexpr Kind kindOf<wire::Deployment>() { return Kind::DEPLOYMENT; }
+template <> constexpr Kind kindOf<wire::RoundTask>() { return Kind::ROUND_TASK; }
+template <> constexpr Kind kindOf<wire::Telemetry>() { return Kind::TELEMETRY; }
+template <> constexpr Kind kindOf<wire::Ack>() { return Kind::ACK; }
+template <> constexpr Kind kindOf<wire::KeyDelegation>() { return Kind::KEY_DELEGATION; }
+
+struct KeyIdHash {
+  std::size_t operator()(const KeyId& id) const noexcept {
+    std::size_t h = 0;
+    for (std::uint8_t b : id) h = h << 8 | b;
+    return h;
+  }
+};
+
+// Keys a verifier trusts directly: the fleet root (to check delegations),
+// enrolled device keys, and any other key the process was configured with.
+// `subject` names what the key speaks for: the device id for device keys.
+class Keyring {
+ public:
+  struct Entry {
+    PublicKey key{};
+    Role role = Role::UNKNOWN;
+    std::string subject;
+  };
+
+  void add(const PublicKey& key, Role role, std::string subject = {});
+  bool remove(const KeyId& id);
+  const Entry* find(const KeyId& id) const;
+  std::size_t size() const { return entries_.size(); }
+
+ private:
+  std::unordered_map<KeyId, Entry, KeyIdHash> entries_;
+};
+
+struct VerifyOptions {
+  DecodeLimits limits;
+  // When non-empty, a delegation must name this fleet.
+  std::string fleet;
+  // Unix seconds against which delegation validity is checked; 0 = now.
+  std::int64_t now = 0;
+};
+
+// Who signed a verified message.
+struct Signer {
+  KeyId keyId{};
+  PublicKey key{};
+  Role role = Role::UNKNOWN;
+  std::string subject;
+  bool delegated = false;  // authorized through a KeyDelegation from a root
+};
+
+// Framing and field checks of an envelope, without verifying it: kind is
+// known, key id is 8 bytes, signature 64 bytes, payload non-empty.
+Result<Parsed<wire::Signed>> parseEnvelope(ByteView bytes, const DecodeLimits& limits = {});
+
+// Verifies an envelope against the keyring: kind == expected, signer found
+// directly or through a delegation chain to a root key in the keyring, role
+// allowed to sign the kind, signature valid.
+Result<Signer> verifyEnvelope(wire::Signed::Reader envelope, Kind expected, const Keyring& keyring,
+                              const VerifyOptions& options);
+
+// A verified KeyDelegation (Signed bytes) and the key it authorizes.
+Result<Signer> verifyDelegation(ByteView delegation, const Keyring& keyring,
+                                const VerifyOptions& options);
+
+template <typename T>
+struct Verified {
+  Parsed<wire::Signed> envelope;
+  Parsed<T> message;
+  Signer signer;
+
+  typename T::Reader root() const { return message.root(); }
+  ByteView payload() const { return message.bytes(); }
+};
+
+// Bytes -> verified message of kind T, or the reason it is not one.
+template <typename T>
+Result<Verified<T>> decodeVerified(ByteView bytes, const Keyring& keyring,
+                                   const VerifyOptions& options = {}) {
+  auto envelope = parseEnvelope(bytes, options.limits);
+  if (!envelope.ok()) return envelope.error();
+  auto signer = verifyEnvelope(envelope->root(), kindOf<T>(), keyring, options);
+  if (!signer.ok()) return signer.error();
+  auto payload = envelope->root().getPayload();
+  auto message = parseMessage<T>(ByteView(payload.begin(), payload.size()), options.limits);
+  if (!message.ok()) return message.error();
+  return Verified<T>{std::move(envelope.value()), std::move(message.value()),
+                     std::move(signer.value())};
+}
+
+// Reads a whole file for decoding, refusing files larger than `maxBytes`.
+Result<Bytes> readFileBytes(const std::string& path, std::size_t maxBytes);
+
+}  // namespace edgefl

@@ -1,0 +1,247 @@
+#include "edgefl/shared/envelope.hpp"
+
+#include <kj/exception.h>
+
+#include <cstring>
+#include <ctime>
+#include <fstream>
+
+namespace edgefl {
+namespace detail {
+
+Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeLimits& limits) {
+  if (bytes.empty()) return makeError(Code::Empty, "no bytes");
+  if (bytes.size() > limits.maxBytes) {
+    return makeError(Code::TooLarge, "message is " + std::to_string(bytes.size()) +
+                                         " bytes; limit is " + std::to_string(limits.maxBytes));
+  }
+  if (bytes.size() < 8) {
+    return makeError(Code::Truncated,
+                     "message is " + std::to_string(bytes.size()) + " bytes; a frame needs 8");
+  }
+  auto readU32 = [&](std::size_t offset) {
+    std::uint32_t v;
+    std::memcpy(&v, bytes.data() + offset, 4);
+    return v;  // Cap'n Proto framing is little-endian, as is every target we build for
+  };
+  const std::uint64_t segments = static_cast<std::uint64_t>(readU32(0)) + 1;
+  if (segments > limits.maxSegments) {
+    return makeError(Code::NotCapnp, "segment table claims " + std::to_string(segments) +
+                                         " segments; limit is " +
+                                         std::to_string(limits.maxSegments));
+  }
+  const std::uint64_t tableWords = segments / 2 + 1;
+  if (bytes.size() < tableWords * 8) {
+    return makeError(Code::Truncated, "segment table needs " + std::to_string(tableWords * 8) +
+                                          " bytes; have " + std::to_string(bytes.size()));
+  }
+  std::uint64_t dataWords = 0;
+  for (std::uint64_t i = 0; i < segments; ++i) dataWords += readU32(4 + 4 * i);
+  const std::uint64_t expected = (tableWords + dataWords) * 8;
+  if (expected > limits.maxBytes) {
+    return makeError(Code::TooLarge, "frame claims " + std::to_string(expected) +
+                                         " bytes; limit is " + std::to_string(limits.maxBytes));
+  }
+  if (bytes.size() < expected) {
+    return makeError(Code::Truncated, "frame claims " + std::to_string(expected) +
+                                          " bytes; have " + std::to_string(bytes.size()));
+  }
+  if (bytes.size() > expected) {
+    return makeError(Code::NotCapnp, "frame claims " + std::to_string(expected) + " bytes; have " +
+                                         std::to_string(bytes.size()) + " (trailing bytes)");
+  }
+
+  auto holder = std::make_unique<MessageHolder>();
+  const capnp::word* words = reinterpret_cast<const capnp::word*>(bytes.data());
+  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(capnp::word) != 0) {
+    holder->copy = kj::heapArray<capnp::word>(bytes.size() / 8);
+    std::memcpy(holder->copy.begin(), bytes.data(), bytes.size());
+    words = holder->copy.begin();
+  }
+  holder->bytes = ByteView(reinterpret_cast<const std::uint8_t*>(words), bytes.size());
+  capnp::ReaderOptions options;
+  options.traversalLimitInWords =
+      std::max<std::uint64_t>(1024, (bytes.size() / 8) * limits.traversalFactor);
+  options.nestingLimit = limits.nestingLimit;
+  Status made = guardedWalk([&] {
+    holder->reader = std::make_unique<capnp::FlatArrayMessageReader>(
+        kj::ArrayPtr<const capnp::word>(words, bytes.size() / 8), options);
+  });
+  if (!made.ok()) return made.error();
+  return holder;
+}
+
+Status guardedWalk(const std::function<void()>& walk) {
+  // KJ reports malformed input as kj::Exception; map it to a code here so no
+  // exception leaves the decoder.
+  kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&] { walk(); });
+  KJ_IF_MAYBE(e, failure) {
+    std::string text(e->getDescription().cStr());
+    if (text.find("traversal limit") != std::string::npos) {
+      return makeError(Code::TraversalLimit, text);
+    }
+    if (text.find("too deeply-nested") != std::string::npos ||
+        text.find("nesting limit") != std::string::npos) {
+      return makeError(Code::TooDeep, text);
+    }
+    return makeError(Code::NotCapnp, text);
+  }
+  return {};
+}
+
+}  // namespace detail
+
+void Keyring::add(const PublicKey& key, Role role, std::string subject) {
+  entries_[keyIdOf(key)] = Entry{key, role, std::move(subject)};
+}
+
+bool Keyring::remove(const KeyId& id) { return entries_.erase(id) > 0; }
+
+const Keyring::Entry* Keyring::find(const KeyId& id) const {
+  auto it = entries_.find(id);
+  return it == entries_.end() ? nullptr : &it->second;
+}
+
+Result<Parsed<wire::Signed>> parseEnvelope(ByteView bytes, const DecodeLimits& limits) {
+  auto parsed = parseMessage<wire::Signed>(bytes, limits);
+  if (!parsed.ok()) return parsed.error();
+  auto env = parsed->root();
+  if (kindName(env.getKind()) == "unknown") {
+    return makeError(Code::BadField,
+                     "envelope kind " + std::to_string(static_cast<int>(env.getKind())) +
+                         " is not a known message kind");
+  }
+  if (!env.hasPayload() || env.getPayload().size() == 0) {
+    return makeError(Code::MissingField, "envelope has no payload");
+  }
+  if (env.getSignerKeyId().size() != kKeyIdBytes) {
+    return makeError(Code::BadField, "signerKeyId is " +
+                                         std::to_string(env.getSignerKeyId().size()) +
+                                         " bytes; expected 8");
+  }
+  if (env.getSignature().size() != kSignatureBytes) {
+    return makeError(Code::BadField, "signature is " + std::to_string(env.getSignature().size()) +
+                                         " bytes; expected 64");
+  }
+  return parsed;
+}
+
+namespace {
+
+std::int64_t nowOr(std::int64_t now) { return now != 0 ? now : static_cast<std::int64_t>(std::time(nullptr)); }
+
+ByteView view(capnp::Data::Reader data) { return ByteView(data.begin(), data.size()); }
+
+Result<Signer> checkSignature(wire::Signed::Reader envelope, const Signer& signer) {
+  Signature sig{};
+  std::memcpy(sig.data(), envelope.getSignature().begin(), sig.size());
+  if (!verifyPayload(signer.key, envelope.getKind(), view(envelope.getPayload()), sig)) {
+    return makeError(Code::BadSignature, std::string(kindName(envelope.getKind())) +
+                                             " signature does not verify with key " +
+                                             toHex(signer.keyId));
+  }
+  return signer;
+}
+
+}  // namespace
+
+Result<Signer> verifyDelegation(ByteView delegation, const Keyring& keyring,
+                                const VerifyOptions& options) {
+  auto env = parseEnvelope(delegation, options.limits);
+  if (!env.ok()) {
+    return makeError(Code::DelegationInvalid, "delegation envelope: " + env.error().toString());
+  }
+  auto outer = verifyEnvelope(env->root(), Kind::KEY_DELEGATION, keyring, options);
+  if (!outer.ok()) return makeError(Code::DelegationInvalid, "delegation: " + outer.error().toString());
+  if (outer->role != Role::ROOT || outer->delegated) {
+    return makeError(Code::DelegationInvalid, "delegation is not signed by a fleet root key");
+  }
+  auto parsed = parseMessage<wire::KeyDelegation>(view(env->root().getPayload()), options.limits);
+  if (!parsed.ok()) return makeError(Code::DelegationInvalid, "delegation: " + parsed.error().toString());
+  auto d = parsed->root();
+  auto key = arrayFromBytes<kPublicKeyBytes>(view(d.getSubjectKey()));
+  if (!key) {
+    return makeError(Code::DelegationInvalid, "subjectKey is " +
+                                                  std::to_string(d.getSubjectKey().size()) +
+                                                  " bytes; expected 32");
+  }
+  if (d.getRole() == Role::ROOT || roleName(d.getRole()) == "unknown") {
+    return makeError(Code::DelegationInvalid,
+                     "delegated role '" + std::string(roleName(d.getRole())) + "' cannot be delegated");
+  }
+  if (!options.fleet.empty() && d.getFleet() != options.fleet) {
+    return makeError(Code::WrongFleet, "delegation is for fleet '" + std::string(d.getFleet().cStr()) +
+                                           "'; expected '" + options.fleet + "'");
+  }
+  const std::int64_t now = nowOr(options.now);
+  if (now < d.getNotBefore()) {
+    return makeError(Code::NotYetValid, "delegation valid from " + std::to_string(d.getNotBefore()) +
+                                            "; now is " + std::to_string(now));
+  }
+  if (d.getNotAfter() != 0 && now > d.getNotAfter()) {
+    return makeError(Code::Expired, "delegation expired at " + std::to_string(d.getNotAfter()) +
+                                        "; now is " + std::to_string(now));
+  }
+  Signer subject;
+  subject.key = *key;
+  subject.keyId = keyIdOf(*key);
+  subject.role = d.getRole();
+  subject.subject = d.getFleet();
+  subject.delegated = true;
+  return subject;
+}
+
+Result<Signer> verifyEnvelope(wire::Signed::Reader envelope, Kind expected, const Keyring& keyring,
+                              const VerifyOptions& options) {
+  if (envelope.getKind() != expected) {
+    return makeError(Code::WrongKind, "expected " + std::string(kindName(expected)) + ", got " +
+                                          std::string(kindName(envelope.getKind())));
+  }
+  auto id = arrayFromBytes<kKeyIdBytes>(view(envelope.getSignerKeyId()));
+  if (!id) return makeError(Code::BadField, "signerKeyId is not 8 bytes");
+
+  Signer signer;
+  if (const Keyring::Entry* entry = keyring.find(*id)) {
+    signer.keyId = *id;
+    signer.key = entry->key;
+    signer.role = entry->role;
+    signer.subject = entry->subject;
+  } else if (envelope.hasDelegation() && envelope.getDelegation().size() > 0) {
+    if (expected == Kind::KEY_DELEGATION) {
+      return makeError(Code::DelegationInvalid, "a delegation cannot itself be delegated");
+    }
+    auto delegated = verifyDelegation(view(envelope.getDelegation()), keyring, options);
+    if (!delegated.ok()) return delegated.error();
+    if (delegated->keyId != *id) {
+      return makeError(Code::KeyIdMismatch, "envelope signer " + toHex(*id) +
+                                                " is not the delegated key " +
+                                                toHex(delegated->keyId));
+    }
+    signer = std::move(delegated.value());
+  } else {
+    return makeError(Code::UnknownKey, "signer key " + toHex(*id) + " is not trusted");
+  }
+  if (!roleMaySign(signer.role, expected)) {
+    return makeError(Code::RoleNotAllowed, "a " + std::string(roleName(signer.role)) +
+                                               " key may not sign " +
+                                               std::string(kindName(expected)));
+  }
+  return checkSignature(envelope, signer);
+}
+
+Result<Bytes> readFileBytes(const std::string& path, std::size_t maxBytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return makeError(Code::IoError, "cannot open " + path);
+  const auto size = static_cast<std::uint64_t>(in.tellg());
+  if (size > maxBytes) {
+    return makeError(Code::TooLarge, path + " is " + std::to_string(size) + " bytes; limit is " +
+                                         std::to_string(maxBytes));
+  }
+  Bytes bytes(size);
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  if (!in) return makeError(Code::IoError, "cannot read " + path);
+  return bytes;
+}
+
+}  // namespace edgefl

@@ -1,0 +1,70 @@
+#pragma once
+// Fleet directories: creation (`edgefl fleet init`), device enrollment and
+// revocation, and the generated mosquitto configuration.
+//
+// Layout of a fleet directory:
+//   coordinator.toml            every coordinator setting, commented
+//   keys/root.{key,pub}         fleet root (move root.key offline after init)
+//   keys/coordinator.{key,pub}  coordinator signing key
+//   keys/coordinator.delegation root-signed KeyDelegation for it
+//   keys/coordinator.mqtt-password, keys/observer.mqtt-password (read-only user)
+//   broker/mosquitto.conf, passwd, acl, data/
+//   devices/<id>.pub, devices/<id>.mqtt-password, devices/revoked/
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "edgefl/shared/bytes.hpp"
+#include "edgefl/shared/result.hpp"
+
+namespace edgefl::tools {
+
+struct FleetInitOptions {
+  std::filesystem::path directory;
+  std::string name = "fleet";
+  int brokerPort = 1883;
+  int delegationDays = 365;
+  std::int64_t now = 0;  // Unix seconds; 0 = current time
+};
+
+// Creates a ready fleet directory. Refuses a directory that exists and is
+// not empty (AlreadyExists), so keys are never overwritten.
+Status initFleet(const FleetInitOptions& options);
+
+struct EnrolledDevice {
+  std::string id;
+  KeyId keyId{};
+  std::filesystem::path passwordFile;  // the device's broker password
+};
+
+// Enrolls a device: its public key into devices/<id>.pub, a fresh broker
+// password into broker/passwd (hashed) and devices/<id>.mqtt-password, then
+// asks a running broker to reload (SIGHUP to broker/mosquitto.pid). Enrolling
+// the same id with the same key again is a no-op; with another key it is
+// AlreadyExists.
+Result<EnrolledDevice> enrollDevice(const std::filesystem::path& fleetDir, const std::string& id,
+                                    const PublicKey& key);
+
+// Revokes a device: moves its key to devices/revoked/ and removes its broker
+// user. NotFound if it is not enrolled.
+Status revokeDevice(const std::filesystem::path& fleetDir, const std::string& id);
+
+// One line of a mosquitto password file: "user:$7$<iterations>$<salt>$<hash>"
+// (PBKDF2-HMAC-SHA512, the format mosquitto 2 reads).
+std::string mosquittoPasswordLine(const std::string& user, const std::string& password,
+                                  int iterations = 1000);
+
+// Sets (adds or replaces) a user in a mosquitto password file, atomically.
+Status setBrokerUser(const std::filesystem::path& passwdFile, const std::string& user,
+                     const std::string& password);
+Status removeBrokerUser(const std::filesystem::path& passwdFile, const std::string& user);
+
+// SIGHUP to the broker whose pid is in broker/mosquitto.pid, if it runs.
+// Returns true when a signal was sent.
+bool reloadBroker(const std::filesystem::path& fleetDir);
+
+std::string renderMosquittoConf(const std::filesystem::path& fleetDir, int port);
+std::string renderAcl(const std::string& fleet);
+
+}  // namespace edgefl::tools
