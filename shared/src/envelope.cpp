@@ -71,6 +71,48 @@ Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeL
   return holder;
 }
 
+namespace {
+
+void walkValue(capnp::DynamicValue::Reader value);
+
+void walkList(capnp::DynamicList::Reader list) {
+  switch (list.getSchema().whichElementType()) {
+    case capnp::schema::Type::STRUCT:
+    case capnp::schema::Type::LIST:
+    case capnp::schema::Type::TEXT:
+    case capnp::schema::Type::DATA:
+      for (auto element : list) walkValue(element);
+      break;
+    default:
+      break;  // primitives: the list pointer itself was checked by get()
+  }
+}
+
+void walkValue(capnp::DynamicValue::Reader value) {
+  switch (value.getType()) {
+    case capnp::DynamicValue::STRUCT: walkBySchema(value.as<capnp::DynamicStruct>()); break;
+    case capnp::DynamicValue::LIST: walkList(value.as<capnp::DynamicList>()); break;
+    case capnp::DynamicValue::TEXT: (void)value.as<capnp::Text>(); break;
+    case capnp::DynamicValue::DATA: (void)value.as<capnp::Data>(); break;
+    default: break;
+  }
+}
+
+void walkField(capnp::DynamicStruct::Reader s, capnp::StructSchema::Field field) {
+  const auto type = field.getType();
+  if (type.isStruct() || type.isList() || type.isText() || type.isData()) {
+    if (!type.isStruct() && !s.has(field)) return;
+    walkValue(s.get(field));
+  }
+}
+
+}  // namespace
+
+void walkBySchema(capnp::DynamicStruct::Reader root) {
+  for (auto field : root.getSchema().getNonUnionFields()) walkField(root, field);
+  KJ_IF_MAYBE(active, root.which()) { walkField(root, *active); }
+}
+
 Status guardedWalk(const std::function<void()>& walk) {
   // KJ reports malformed input as kj::Exception; map it to a code here so no
   // exception leaves the decoder.

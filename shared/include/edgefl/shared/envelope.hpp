@@ -3,10 +3,13 @@
 // verified message or a specific error. Nothing here throws to the caller;
 // Cap'n Proto's exceptions on malformed input are caught and mapped.
 //
-// A Parsed<T> has been walked once in full under the limits, so reading its
-// fields afterwards does not throw (readers may revisit each field up to
-// DecodeLimits::traversalFactor times before the traversal limit trips).
+// A Parsed<T> has been walked once in full, by its schema, under the limits:
+// every pointer field was read with its declared type, so a field of the
+// wrong shape is caught here. Reading its fields afterwards does not throw
+// (readers may revisit each field up to DecodeLimits::traversalFactor times
+// before the traversal limit trips).
 
+#include <capnp/dynamic.h>
 #include <capnp/serialize.h>
 
 #include <functional>
@@ -43,6 +46,8 @@ struct MessageHolder {
   ByteView bytes;
 };
 Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeLimits& limits);
+// Reads every field of `root` by its schema, recursively.
+void walkBySchema(capnp::DynamicStruct::Reader root);
 // Runs `walk` and maps a Cap'n Proto exception to NotCapnp / TooDeep /
 // TraversalLimit.
 Status guardedWalk(const std::function<void()>& walk);
@@ -63,7 +68,7 @@ class Parsed {
     out.holder_ = std::move(holder.value());
     Status walked = detail::guardedWalk([&] {
       out.root_ = out.holder_->reader->template getRoot<T>();
-      (void)out.root_.totalSize();
+      detail::walkBySchema(capnp::toDynamic(out.root_));
     });
     if (!walked.ok()) return walked.error();
     return out;
