@@ -1,0 +1,226 @@
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <fstream>
+
+#include "edgefl/server/registry.hpp"
+#include "support/broker.hpp"
+
+namespace edgefl::server {
+namespace {
+
+ModelRecord sampleModel(std::uint64_t parent, ModelStage stage) {
+  ModelRecord m;
+  m.parent = parent;
+  m.arch = "mlp:784-128-10";
+  m.digest.fill(static_cast<std::uint8_t>(parent + 1));
+  m.parameterCount = 101770;
+  m.sizeBytes = 407080;
+  m.stage = stage;
+  m.accuracy = 0.8;
+  m.perClassAccuracy = {0.7, 0.9};
+  m.bytes = {1, 2, 3, 4};
+  return m;
+}
+
+UpdateRecord sampleUpdate(std::uint64_t round, const std::string& device, bool accepted,
+                          const std::string& reason = {}) {
+  UpdateRecord u;
+  u.round = round;
+  u.deviceId = device;
+  u.accepted = accepted;
+  u.reason = reason;
+  u.sampleCount = 100;
+  u.norm = 1.5;
+  if (accepted) u.delta = {0.5f, -1.0f, 2.0f};
+  return u;
+}
+
+TEST(Registry, CreatesSchemaInWalModeAndReopens) {
+  test::TempDir tmp;
+  const auto path = tmp.path() / "registry.db";
+  {
+    auto reg = Registry::open(path);
+    ASSERT_TRUE(reg.ok()) << reg.error().toString();
+    EXPECT_EQ(reg->schemaVersion(), 1);
+    EXPECT_EQ(reg->integrityCheck(), "ok");
+    ASSERT_TRUE(reg->addModel(sampleModel(0, ModelStage::Stable)).ok());
+  }
+  auto again = Registry::open(path);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->models().size(), 1u);
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &s, nullptr);
+  ASSERT_EQ(sqlite3_step(s), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), "wal");
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+}
+
+TEST(Registry, RefusesANewerSchemaAndGarbageFiles) {
+  test::TempDir tmp;
+  const auto path = tmp.path() / "registry.db";
+  { ASSERT_TRUE(Registry::open(path).ok()); }
+  sqlite3* db = nullptr;
+  sqlite3_open(path.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  auto r = Registry::open(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().detail.find("schema version 99"), std::string::npos);
+
+  const auto junk = tmp.path() / "junk.db";
+  std::ofstream(junk) << std::string(8192, 'x');
+  EXPECT_FALSE(Registry::open(junk).ok());
+}
+
+TEST(Registry, ModelsLineageAndStages) {
+  test::TempDir tmp;
+  auto reg = Registry::open(tmp.path() / "r.db");
+  ASSERT_TRUE(reg.ok());
+  auto v1 = reg->addModel(sampleModel(0, ModelStage::Stable));
+  auto v2 = reg->addModel(sampleModel(1, ModelStage::Candidate));
+  ASSERT_TRUE(v1.ok() && v2.ok());
+  EXPECT_EQ(*v1, 1u);
+  EXPECT_EQ(*v2, 2u);
+  ASSERT_TRUE(reg->addLineage(2, 1, {"dev-b", "dev-a"}).ok());
+  EXPECT_EQ(reg->lineage(2), (std::vector<std::string>{"dev-a", "dev-b"}));
+  ASSERT_TRUE(reg->setModelStage(2, ModelStage::Canary).ok());
+  EXPECT_EQ(reg->latestInStage(ModelStage::Canary)->version, 2u);
+  EXPECT_EQ(reg->latestInStage(ModelStage::Stable)->bytes, (std::vector<std::uint8_t>{1, 2, 3, 4}));
+  ASSERT_TRUE(reg->setModelStage(2, ModelStage::Rejected, "regressed class 3").ok());
+  auto m2 = reg->model(2);
+  ASSERT_TRUE(m2.ok());
+  EXPECT_EQ(m2->stage, ModelStage::Rejected);
+  EXPECT_EQ(m2->reason, "regressed class 3");
+  EXPECT_EQ(m2->perClassAccuracy, (std::vector<double>{0.7, 0.9}));
+  EXPECT_EQ(reg->model(9).code(), Code::NotFound);
+  EXPECT_EQ(reg->setModelStage(9, ModelStage::Stable).code(), Code::NotFound);
+}
+
+TEST(Registry, UpdatesAreIdempotentAndCountedOnce) {
+  test::TempDir tmp;
+  auto reg = Registry::open(tmp.path() / "r.db");
+  ASSERT_TRUE(reg.ok());
+  RoundRecord round;
+  round.round = 1;
+  round.trigger = "manual";
+  round.baseVersion = 1;
+  ASSERT_TRUE(reg->openRound(round).ok());
+  ASSERT_TRUE(reg->recordUpdate(sampleUpdate(1, "a", true)).ok());
+  ASSERT_TRUE(reg->recordUpdate(sampleUpdate(1, "b", false, "BadSignature")).ok());
+  ASSERT_TRUE(reg->recordUpdate(sampleUpdate(1, "c", false, "BadSignature")).ok());
+  EXPECT_EQ(reg->recordUpdate(sampleUpdate(1, "a", true)).code(), Code::AlreadyExists);
+  EXPECT_EQ(reg->recordUpdate(sampleUpdate(1, "b", true)).code(), Code::AlreadyExists);
+  EXPECT_EQ(reg->acceptedCount(1), 1u);
+  auto r = reg->round(1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->verdicts["accepted"], 1u);
+  EXPECT_EQ(r->verdicts["BadSignature"], 2u);
+  auto a = reg->update(1, "a");
+  ASSERT_TRUE(a.has_value());
+  EXPECT_EQ(a->delta, (std::vector<float>{0.5f, -1.0f, 2.0f}));
+  EXPECT_FALSE(reg->update(1, "b")->accepted);
+  EXPECT_EQ(reg->updates(1).size(), 3u);
+
+  EXPECT_EQ(reg->openRoundRecord()->round, 1u);
+  r->state = RoundState::Closed;
+  r->phaseMillis["aggregate"] = 12.5;
+  r->outcome = "deployed canary v2";
+  ASSERT_TRUE(reg->updateRound(*r).ok());
+  EXPECT_FALSE(reg->openRoundRecord().has_value());
+  EXPECT_DOUBLE_EQ(reg->round(1)->phaseMillis["aggregate"], 12.5);
+  EXPECT_EQ(reg->lastRound(), 1u);
+}
+
+TEST(Registry, DeploymentsAreMonotonicAndSupersede) {
+  test::TempDir tmp;
+  auto reg = Registry::open(tmp.path() / "r.db");
+  ASSERT_TRUE(reg.ok());
+  ASSERT_TRUE(reg->addModel(sampleModel(0, ModelStage::Stable)).ok());
+  DeploymentRecord d;
+  d.sequence = reg->nextDeploymentSequence();
+  d.version = 1;
+  d.channel = "stable";
+  ASSERT_TRUE(reg->addDeployment(d).ok());
+  d.sequence = reg->nextDeploymentSequence();
+  EXPECT_EQ(d.sequence, 2u);
+  ASSERT_TRUE(reg->addDeployment(d).ok());
+  EXPECT_EQ(reg->activeDeployment("stable")->sequence, 2u);
+  EXPECT_EQ(reg->deployments()[0].state, DeploymentState::Superseded);
+  d.sequence = 2;  // reusing a sequence is refused
+  EXPECT_EQ(reg->addDeployment(d).code(), Code::InvalidArgument);
+  d.sequence = 3;
+  d.version = 42;  // unknown model
+  EXPECT_FALSE(reg->addDeployment(d).ok());
+  EXPECT_EQ(reg->activeDeployment("stable")->sequence, 2u);
+}
+
+TEST(Registry, DevicesStateAndEvents) {
+  test::TempDir tmp;
+  auto reg = Registry::open(tmp.path() / "r.db");
+  ASSERT_TRUE(reg.ok());
+  DeviceRecord d;
+  d.id = "dev-1";
+  d.key.fill(7);
+  ASSERT_TRUE(reg->upsertDevice(d).ok());
+  ASSERT_TRUE(reg->touchDevice("dev-1", 1000, 3, "{\"psi\":0.1}").ok());
+  auto got = reg->device("dev-1");
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->activeVersion, 3u);
+  EXPECT_EQ(got->lastSeen, 1000);
+  ASSERT_TRUE(reg->revokeDevice("dev-1", 2000).ok());
+  EXPECT_EQ(reg->device("dev-1")->revokedAt, 2000);
+  EXPECT_EQ(reg->revokeDevice("nobody", 1).code(), Code::NotFound);
+
+  ASSERT_TRUE(reg->putState("fedadam", {1, 2, 3}).ok());
+  EXPECT_EQ(*reg->state("fedadam"), (std::vector<std::uint8_t>{1, 2, 3}));
+  EXPECT_FALSE(reg->state("nothing").has_value());
+  auto events = reg->events();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back().kind, "device");
+  EXPECT_EQ(events.back().detail, "revoked");
+}
+
+TEST(Registry, FailedTransactionLeavesNoTrace) {
+  test::TempDir tmp;
+  auto reg = Registry::open(tmp.path() / "r.db");
+  ASSERT_TRUE(reg.ok());
+  Status st = reg->transaction([&]() -> Status {
+    EDGEFL_TRY(reg->addModel(sampleModel(0, ModelStage::Stable)));
+    return makeError(Code::InvalidArgument, "abort");
+  });
+  EXPECT_EQ(st.code(), Code::InvalidArgument);
+  EXPECT_TRUE(reg->models().empty());
+}
+
+TEST(Registry, CommittedUpdateSurvivesAKilledProcess) {
+  test::TempDir tmp;
+  const auto path = tmp.path() / "r.db";
+  { ASSERT_TRUE(Registry::open(path).ok()); }
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    auto reg = Registry::open(path);
+    RoundRecord round;
+    round.round = 1;
+    round.trigger = "manual";
+    (void)reg->openRound(round);
+    (void)reg->recordUpdate(sampleUpdate(1, "a", true));
+    ::kill(::getpid(), SIGKILL);  // no destructors, no close
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  auto reg = Registry::open(path);
+  ASSERT_TRUE(reg.ok());
+  EXPECT_EQ(reg->integrityCheck(), "ok");
+  EXPECT_EQ(reg->acceptedCount(1), 1u);
+}
+
+}  // namespace
+}  // namespace edgefl::server
