@@ -64,6 +64,7 @@ CREATE TABLE round_verdicts (
   PRIMARY KEY (round, reason)
 );
 CREATE TABLE updates (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
   round INTEGER NOT NULL,
   device_id TEXT NOT NULL,
   verdict TEXT NOT NULL CHECK (verdict IN ('accepted','rejected')),
@@ -73,9 +74,12 @@ CREATE TABLE updates (
   norm REAL NOT NULL DEFAULT 0,
   digest BLOB,
   received_at INTEGER NOT NULL,
-  delta BLOB,
-  PRIMARY KEY (round, device_id)
+  delta BLOB
 );
+-- At most one accepted update per (round, device): the idempotency key.
+-- Rejections are kept as they come (the coordinator rate-limits them).
+CREATE UNIQUE INDEX updates_accepted ON updates(round, device_id) WHERE verdict = 'accepted';
+CREATE INDEX updates_round ON updates(round);
 CREATE TABLE devices (
   device_id TEXT PRIMARY KEY,
   public_key BLOB NOT NULL,
@@ -545,11 +549,15 @@ Status Registry::updateRound(const RoundRecord& r) {
 
 Status Registry::recordUpdate(const UpdateRecord& u) {
   return transaction([&]() -> Status {
-    Stmt exists(db_, "SELECT 1 FROM updates WHERE round = ? AND device_id = ?");
-    exists.bind(1, u.round).bind(2, u.deviceId);
-    if (exists.step() == SQLITE_ROW) {
-      return makeError(Code::AlreadyExists, "update for round " + std::to_string(u.round) +
-                                                " from " + u.deviceId + " already recorded");
+    if (u.accepted) {
+      Stmt exists(db_,
+                  "SELECT 1 FROM updates WHERE round = ? AND device_id = ? AND verdict = 'accepted'");
+      exists.bind(1, u.round).bind(2, u.deviceId);
+      if (exists.step() == SQLITE_ROW) {
+        return makeError(Code::AlreadyExists, "an accepted update for round " +
+                                                  std::to_string(u.round) + " from " + u.deviceId +
+                                                  " is already recorded");
+      }
     }
     Stmt s(db_,
            "INSERT INTO updates (round, device_id, verdict, reason, detail, sample_count, norm, "
@@ -591,8 +599,10 @@ UpdateRecord readUpdate(const Stmt& s, bool withDelta) {
 }  // namespace
 
 std::optional<UpdateRecord> Registry::update(std::uint64_t round, const std::string& deviceId) const {
+  // The accepted update if there is one, else the latest rejection.
   Stmt s(db_, (std::string("SELECT ") + kUpdateColumns +
-               ", delta FROM updates WHERE round = ? AND device_id = ?")
+               ", delta FROM updates WHERE round = ? AND device_id = ? "
+               "ORDER BY verdict = 'accepted' DESC, id DESC LIMIT 1")
                   .c_str());
   s.bind(1, round).bind(2, deviceId);
   if (s.step() != SQLITE_ROW) return std::nullopt;
@@ -603,7 +613,7 @@ std::vector<UpdateRecord> Registry::updates(std::optional<std::uint64_t> round,
                                             bool withDeltas) const {
   std::string sql = std::string("SELECT ") + kUpdateColumns + ", delta FROM updates";
   if (round) sql += " WHERE round = ?";
-  sql += " ORDER BY round, received_at, device_id";
+  sql += " ORDER BY id";
   Stmt s(db_, sql.c_str());
   if (round) s.bind(1, *round);
   std::vector<UpdateRecord> out;

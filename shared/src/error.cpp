@@ -36,6 +36,15 @@ std::string_view codeName(Code code) {
     case Code::OutOfRange: return "OutOfRange";
     case Code::NormTooLarge: return "NormTooLarge";
     case Code::Unsupported: return "Unsupported";
+    case Code::BadTopic: return "BadTopic";
+    case Code::Revoked: return "Revoked";
+    case Code::Impersonation: return "Impersonation";
+    case Code::RoundClosed: return "RoundClosed";
+    case Code::BaseMismatch: return "BaseMismatch";
+    case Code::NotSelected: return "NotSelected";
+    case Code::Duplicate: return "Duplicate";
+    case Code::Overloaded: return "Overloaded";
+    case Code::RateLimited: return "RateLimited";
   }
   return "Unknown";
 }

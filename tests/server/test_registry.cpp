@@ -116,17 +116,20 @@ TEST(Registry, UpdatesAreIdempotentAndCountedOnce) {
   ASSERT_TRUE(reg->recordUpdate(sampleUpdate(1, "b", false, "BadSignature")).ok());
   ASSERT_TRUE(reg->recordUpdate(sampleUpdate(1, "c", false, "BadSignature")).ok());
   EXPECT_EQ(reg->recordUpdate(sampleUpdate(1, "a", true)).code(), Code::AlreadyExists);
+  // A rejection does not block a later valid update from the same device.
+  ASSERT_TRUE(reg->recordUpdate(sampleUpdate(1, "b", true)).ok());
   EXPECT_EQ(reg->recordUpdate(sampleUpdate(1, "b", true)).code(), Code::AlreadyExists);
-  EXPECT_EQ(reg->acceptedCount(1), 1u);
+  EXPECT_EQ(reg->acceptedCount(1), 2u);
   auto r = reg->round(1);
   ASSERT_TRUE(r.ok());
-  EXPECT_EQ(r->verdicts["accepted"], 1u);
+  EXPECT_EQ(r->verdicts["accepted"], 2u);
   EXPECT_EQ(r->verdicts["BadSignature"], 2u);
   auto a = reg->update(1, "a");
   ASSERT_TRUE(a.has_value());
   EXPECT_EQ(a->delta, (std::vector<float>{0.5f, -1.0f, 2.0f}));
-  EXPECT_FALSE(reg->update(1, "b")->accepted);
-  EXPECT_EQ(reg->updates(1).size(), 3u);
+  EXPECT_TRUE(reg->update(1, "b")->accepted);
+  EXPECT_FALSE(reg->update(1, "c")->accepted);
+  EXPECT_EQ(reg->updates(1).size(), 4u);
 
   EXPECT_EQ(reg->openRoundRecord()->round, 1u);
   r->state = RoundState::Closed;

@@ -140,11 +140,13 @@ class Registry {
   std::uint64_t lastRound() const;
   Status updateRound(const RoundRecord& record);
 
-  // Updates. recordUpdate is idempotent by (round, device): a second record
-  // for the same pair returns AlreadyExists and changes nothing, so a QoS 1
-  // redelivery is never counted twice. The verdict counts of the round are
-  // updated in the same transaction.
+  // Updates. Accepted updates are idempotent by (round, device): a second
+  // accepted record for the same pair returns AlreadyExists and changes
+  // nothing, so a redelivery is never counted twice. Rejections are recorded
+  // as they come and do not block a later valid update. The round's verdict
+  // counts are updated in the same transaction.
   Status recordUpdate(const UpdateRecord& record);
+  // The accepted update of (round, device), else its latest rejection.
   std::optional<UpdateRecord> update(std::uint64_t round, const std::string& deviceId) const;
   std::vector<UpdateRecord> updates(std::optional<std::uint64_t> round = {},
                                     bool withDeltas = false) const;

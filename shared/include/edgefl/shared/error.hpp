@@ -46,6 +46,16 @@ enum class Code : std::uint16_t {
   OutOfRange,      // a value outside its valid range
   NormTooLarge,    // an update's L2 norm over the bound
   Unsupported,     // a valid but unsupported option or encoding
+  // Federated rounds (verdicts on updates)
+  BadTopic,        // a message on a topic outside the fleet's scheme
+  Revoked,         // signed by a key that was revoked
+  Impersonation,   // the key, the topic and the message name different devices
+  RoundClosed,     // for a round that is not open (closed, unknown or future)
+  BaseMismatch,    // trained from a different base model than the round's
+  NotSelected,     // the device was not selected for the round
+  Duplicate,       // already received for this (round, device)
+  Overloaded,      // the ingest queue was full; the device should retry
+  RateLimited,     // the device sent more than its share
 };
 
 std::string_view codeName(Code code);
