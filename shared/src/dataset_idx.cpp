@@ -148,12 +148,13 @@ class ByteSource {
           // No progress was possible. With input left that cannot happen
           // (avail_out > 0), so it is reported instead of retried forever.
           if (z_.avail_in == 0 && inputEnded_) {
-            return makeError(Code::BadDataset,
-                             path_ + ": gzip stream truncated after " +
-                                 std::to_string(compressedOffset()) + " compressed bytes");
+            return makeError(Code::BadDataset, path_ + ": gzip stream truncated after " +
+                                                   std::to_string(compressedOffset()) +
+                                                   " compressed bytes");
           }
           if (z_.avail_in > 0) {
-            return makeError(Code::BadDataset, path_ + ": zlib made no progress at compressed offset " +
+            return makeError(Code::BadDataset, path_ +
+                                                   ": zlib made no progress at compressed offset " +
                                                    std::to_string(compressedOffset()));
           }
           break;
@@ -161,7 +162,8 @@ class ByteSource {
           std::string what = z_.msg != nullptr ? z_.msg : "zlib error " + std::to_string(rc);
           if (membersEnded_ > 0 && !memberProducedOutput_) {
             return makeError(Code::BadDataset,
-                             path_ + ": bytes after the end of the gzip stream (compressed offset " +
+                             path_ +
+                                 ": bytes after the end of the gzip stream (compressed offset " +
                                  std::to_string(compressedOffset()) + ") are not gzip: " + what);
           }
           return makeError(Code::BadDataset, path_ + ": corrupt gzip data near compressed offset " +
@@ -177,9 +179,9 @@ class ByteSource {
   std::unique_ptr<std::FILE, FileCloser> file_;
   std::vector<std::uint8_t> input_;
   std::size_t inLen_ = 0;
-  std::size_t inPos_ = 0;           // raw mode: next unread byte of input_
-  std::uint64_t consumed_ = 0;      // bytes read from the file so far
-  std::uint64_t produced_ = 0;      // bytes handed to callers so far
+  std::size_t inPos_ = 0;       // raw mode: next unread byte of input_
+  std::uint64_t consumed_ = 0;  // bytes read from the file so far
+  std::uint64_t produced_ = 0;  // bytes handed to callers so far
   bool inputEnded_ = false;
   bool gzip_ = false;
   z_stream z_{};
@@ -221,8 +223,8 @@ Result<IdxHeader> readHeader(ByteSource& src, std::uint32_t expectedMagic,
                                            (images ? "3 dimensions)" : "1 dimension)"));
   }
   if (*got < headerBytes) {
-    return makeError(Code::BadDataset, what + "header truncated: " + std::to_string(*got) +
-                                           " of " + std::to_string(headerBytes) + " bytes");
+    return makeError(Code::BadDataset, what + "header truncated: " + std::to_string(*got) + " of " +
+                                           std::to_string(headerBytes) + " bytes");
   }
   IdxHeader h;
   h.count = bigEndian32(raw.data() + 4);
@@ -232,9 +234,9 @@ Result<IdxHeader> readHeader(ByteSource& src, std::uint32_t expectedMagic,
   }
   if (h.count == 0) return makeError(Code::BadDataset, what + "header declares 0 items");
   if (h.count > options.maxItems) {
-    return makeError(Code::BadDataset, what + "header declares " + std::to_string(h.count) +
-                                           " items, over maxItems = " +
-                                           std::to_string(options.maxItems));
+    return makeError(Code::BadDataset,
+                     what + "header declares " + std::to_string(h.count) +
+                         " items, over maxItems = " + std::to_string(options.maxItems));
   }
   if (h.rows == 0 || h.cols == 0 || h.rows > options.maxSide || h.cols > options.maxSide) {
     return makeError(Code::BadDataset, what + "image size " + std::to_string(h.rows) + "x" +
@@ -260,7 +262,8 @@ Status readItems(ByteSource& src, const IdxHeader& h, std::uint32_t count, bool 
   const std::uint64_t wanted = std::uint64_t{count} * h.itemBytes();
   std::uint64_t done = 0;
   while (done < wanted) {
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), wanted - done));
+    const std::size_t n =
+        static_cast<std::size_t>(std::min<std::uint64_t>(buffer.size(), wanted - done));
     auto got = src.read(std::span(buffer).first(n));
     if (!got.ok()) return got.error();
     EDGEFL_TRY(sink(std::span<const std::uint8_t>(buffer.data(), *got), done));
@@ -268,8 +271,8 @@ Status readItems(ByteSource& src, const IdxHeader& h, std::uint32_t count, bool 
     if (*got < n) {
       return makeError(Code::BadDataset,
                        src.path() + ": truncated: header declares " + std::to_string(h.count) +
-                           " items of " + std::to_string(h.itemBytes()) + " bytes but the data ends after " +
-                           std::to_string(done) + " of " +
+                           " items of " + std::to_string(h.itemBytes()) +
+                           " bytes but the data ends after " + std::to_string(done) + " of " +
                            std::to_string(std::uint64_t{h.count} * h.itemBytes()) + " bytes");
     }
   }
@@ -324,12 +327,11 @@ Result<Dataset> loadIdx(const std::filesystem::path& images, const std::filesyst
                          std::int32_t* dst = out.labels.data() + offset;
                          for (std::size_t i = 0; i < bytes.size(); ++i) {
                            if (bytes[i] >= classCount) {
-                             return makeError(Code::BadDataset,
-                                              labels.string() + ": label " +
-                                                  std::to_string(bytes[i]) + " of item " +
-                                                  std::to_string(offset + i) +
-                                                  " is not below classCount " +
-                                                  std::to_string(classCount));
+                             return makeError(
+                                 Code::BadDataset,
+                                 labels.string() + ": label " + std::to_string(bytes[i]) +
+                                     " of item " + std::to_string(offset + i) +
+                                     " is not below classCount " + std::to_string(classCount));
                            }
                            dst[i] = bytes[i];
                          }

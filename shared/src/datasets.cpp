@@ -69,8 +69,8 @@ Result<Dataset> loadDataset(std::string_view spec) {
     }
     if (rest != "train" && rest != "test") {
       return makeError(Code::InvalidArgument, "dataset spec '" + std::string(spec) +
-                                                  "': unknown split '" + std::string(rest) +
-                                                  "'; " + std::string(kSpecForms));
+                                                  "': unknown split '" + std::string(rest) + "'; " +
+                                                  std::string(kSpecForms));
     }
     return loadFashionMnist(rest, options);
   }
