@@ -85,9 +85,9 @@ void addGaussianNoise(std::span<float> values, float stddev, std::mt19937_64& rn
 
 // What encodeDelta did, for logs and telemetry.
 struct DeltaEncodeInfo {
-  double preClipNorm = 0.0;     // norm of the delta as passed in
-  double sentNorm = 0.0;        // norm of what the receiver decodes (= Delta.l2Norm)
-  std::uint64_t sentEntries = 0;  // entries on the wire (k for topK, all otherwise)
+  double preClipNorm = 0.0;        // norm of the delta as passed in
+  double sentNorm = 0.0;           // norm of what the receiver decodes (= Delta.l2Norm)
+  std::uint64_t sentEntries = 0;   // entries on the wire (k for topK, all otherwise)
   std::uint64_t payloadBytes = 0;  // bytes of tensor data (indices, values, scales)
 };
 
@@ -130,8 +130,7 @@ Result<DeltaEncodeInfo> encodeDelta(std::span<float> delta,
 // encodeDelta into a message whose root is a wire::Delta, as flat-array
 // bytes (what parseMessage<wire::Delta> reads); for tests, benchmarks and
 // tools. Same arguments and errors as encodeDelta.
-Result<Bytes> encodeDeltaMessage(std::span<float> delta,
-                                 std::span<const std::uint32_t> tensorSizes,
+Result<Bytes> encodeDeltaMessage(std::span<float> delta, std::span<const std::uint32_t> tensorSizes,
                                  const DeltaOptions& options, std::span<float> residual,
                                  std::mt19937_64& rng);
 
@@ -148,6 +147,8 @@ Result<Bytes> encodeDeltaMessage(std::span<float> delta,
 //   strictly increasing or not below n.
 // - NonFinite: a decoded value (or an int8 scale) is NaN or infinite.
 // - OutOfRange: an int8 scale so large that q * scale could overflow.
+// - TraversalLimit / NotCapnp: only for a reader that parseMessage did not
+//   walk, when reading it trips Cap'n Proto's own checks.
 // On error `out` is partly written and must not be used. Never throws.
 Status decodeDelta(wire::Delta::Reader delta, std::span<const std::uint32_t> expectedTensorSizes,
                    std::span<float> out);
