@@ -130,7 +130,10 @@ struct AggregationReport {
   // factor itself (1 when synchronous).
   std::vector<double> effectiveWeights;
   std::vector<double> stalenessFactors;
-  // Per input: L2 norm before clipping; how many exceeded clipNorm.
+  // Per input: L2 norm before clipping, and how many exceeded clipNorm.
+  // Empty for the mean rules without clipping: their math does not need the
+  // norms, and computing them would double the arithmetic of the one pass
+  // over the deltas (ingest has already checked every update's norm).
   std::vector<double> preClipNorms;
   std::size_t clipped = 0;
   double clipNorm = 0.0;
@@ -156,54 +159,37 @@ struct AggregationReport {
 class Strategy {
  public:
   virtual ~Strategy() = default;
-  Strategy(const Strategy&) = delete;
-  Strategy& operator=(const Strategy&) = delete;
 
-  std::string_view name() const { return options_.strategy; }
-  const AggregationOptions& options() const { return options_; }
-  std::size_t parameterCount() const { return parameterCount_; }
+  // The name it was made with (one of strategyNames()) and its P.
+  virtual std::string_view name() const = 0;
+  virtual std::size_t parameterCount() const = 0;
 
   // Combines `updates` and applies the result to `global` (P values) in
   // place; `rng` draws the DP noise, so a seeded engine reproduces a round.
   // On error neither `global` nor the optimizer state changes. Errors:
   //   InvalidArgument  no updates; a weight or staleness negative or not
-  //                    finite; total effective weight <= 0; krum with
-  //                    n <= 2f + 2; multi_krum selecting more than n
+  //                    finite; total effective weight <= 0; krum/multi_krum
+  //                    with n <= 2f + 2; multi_krum selecting more than n
   //   ShapeMismatch    a delta or `global` whose size is not P
   //   NonFinite        NaN or infinity in a delta or in `global`, or an
   //                    aggregate or new model that overflowed
-  Result<AggregationReport> aggregate(std::span<const ClientUpdate> updates,
-                                      std::span<float> global, std::mt19937_64& rng);
+  virtual Result<AggregationReport> aggregate(std::span<const ClientUpdate> updates,
+                                              std::span<float> global, std::mt19937_64& rng) = 0;
 
   // The optimizer state as bytes (little-endian): a header naming the
   // strategy, P and the round count, then the state vectors (none for the
   // stateless strategies, m for fedavgm, m and v for fedadam/fedyogi).
-  std::vector<std::byte> saveState() const;
+  virtual std::vector<std::byte> saveState() const = 0;
   // Resumes from saveState() of a strategy with the same name and P. Errors:
   // Truncated, BadField (magic, version, length, negative v), WrongKind
   // (another strategy's snapshot), ShapeMismatch (another P), NonFinite.
   // On error the state is unchanged.
-  Status restoreState(std::span<const std::byte> snapshot);
+  virtual Status restoreState(std::span<const std::byte> snapshot) = 0;
 
  protected:
-  Strategy(AggregationOptions options, std::size_t parameterCount)
-      : options_(std::move(options)), parameterCount_(parameterCount) {}
-
-  struct Prepared;  // validated inputs, defined by the implementation
-  virtual Status combine(std::span<const ClientUpdate> updates, Prepared& prepared,
-                         AggregationReport& report) = 0;
-
-  // The combined aggregate Delta, P values; scratch owned by the strategy.
-  std::vector<float> aggregate_;
-
- private:
-  friend class StrategyAccess;
-  AggregationOptions options_;
-  std::size_t parameterCount_;
-  std::uint64_t round_ = 0;
-  // Optimizer state (empty when the strategy has none) and scratch for the
-  // candidate state, swapped in only when the whole round succeeded.
-  std::vector<float> m_, v_, nextM_, nextV_, nextGlobal_;
+  Strategy() = default;
+  Strategy(const Strategy&) = default;
+  Strategy& operator=(const Strategy&) = default;
 };
 
 // Builds the strategy named by options.strategy for models of
@@ -213,5 +199,56 @@ class Strategy {
 // clipNorm > 0).
 Result<std::unique_ptr<Strategy>> makeStrategy(const AggregationOptions& options,
                                                std::size_t parameterCount);
+
+// --- Kernels --------------------------------------------------------------
+// The arithmetic behind the rules, on their own so that tests check each one
+// against plain reference loops and the benchmark times them. They do no
+// validation: Strategy::aggregate checks sizes and values first. `rows` are
+// n pointers to P floats each; row i is read as scales[i] * rows[i].
+namespace kernels {
+
+// Buffers the kernels reuse from call to call; they grow to the largest n.
+struct Scratch {
+  std::vector<float> block;  // transposed coordinate block / packed Gram columns
+  std::vector<float> gramBlock;
+  std::vector<double> gram;
+  std::vector<double> distances;
+  std::vector<std::uint16_t> network;  // compare-exchange pairs for networkSize
+  std::size_t networkSize = 0;
+};
+
+// out[i] = sum_j rows[i][j]^2 for P values per row. Float lanes per block of
+// coordinates, flushed into double: not finite if a value is not finite or
+// a square overflows float (|x| > ~1.8e19); sumSquaresExact tells which.
+void sumSquares(std::span<const float* const> rows, std::size_t p, std::span<double> out);
+double sumSquaresExact(std::span<const float> values);
+
+// out[j] = sum_i scales[i] * rows[i][j], summed in row order in float; when
+// `sumSquares` is not empty it also gets sumSquares[i] = ||rows[i]||^2 from the
+// same pass (as the function above).
+void weightedSum(std::span<const float* const> rows, std::span<const float> scales, std::size_t p,
+                 std::span<float> out, std::span<double> sumSquares);
+
+// Per coordinate j, the median of {scales[i] * rows[i][j]} (the mean of the
+// two middle values when n is even) and the mean after dropping the
+// `trimPerEnd` lowest and highest values (2 * trimPerEnd < n). Coordinates
+// are gathered in blocks of 16 into a transposed buffer of n x 16 floats, so
+// each client's values are read as whole cache lines; small n is sorted with
+// a Batcher network across the 16 lanes, larger n selected by counting
+// passes over the block (see aggregation_robust.cpp).
+void coordinateMedian(std::span<const float* const> rows, std::span<const float> scales,
+                      std::size_t p, std::span<float> out, Scratch& scratch);
+void trimmedMean(std::span<const float* const> rows, std::span<const float> scales, std::size_t p,
+                 std::size_t trimPerEnd, std::span<float> out, Scratch& scratch);
+
+// Krum scores: for each i, the sum of the `neighbours` smallest squared
+// distances ||s_i r_i - s_j r_j||^2 over j != i (neighbours <= n - 1), from
+// the Gram matrix: ||a - b||^2 = ||a||^2 + ||b||^2 - 2<a, b>. The Gram matrix
+// is built with Eigen over blocks of columns, each block's product in float
+// and the sum over blocks in double.
+void krumScores(std::span<const float* const> rows, std::span<const float> scales, std::size_t p,
+                std::size_t neighbours, std::span<double> scores, Scratch& scratch);
+
+}  // namespace kernels
 
 }  // namespace edgefl::server
