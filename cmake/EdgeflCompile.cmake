@@ -3,7 +3,7 @@
 add_library(edgefl_compile_options INTERFACE)
 target_compile_options(edgefl_compile_options INTERFACE
   -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
-  -Wunused -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough)
+  -Wunused -Woverloaded-virtual -Wimplicit-fallthrough)
 if(EDGEFL_WERROR)
   target_compile_options(edgefl_compile_options INTERFACE -Werror)
 endif()

@@ -81,6 +81,9 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
        "Largest overall accuracy drop vs the stable model a candidate may have.", 0, 1},
       {"validation", "slice_tolerance", &c.validation.sliceTolerance,
        "Largest per-class accuracy drop vs the stable model.", 0, 1},
+      {"validation", "slice_min_stable_accuracy", &c.validation.sliceMinStableAccuracy,
+       "Judge per-class drops only against a stable model at least this accurate overall: a "
+       "near-random model's per-class accuracy only says which class it defaults to.", 0, 1},
       {"validation", "max_parameters", &c.validation.maxParameters,
        "Device budget: most parameters a model may have.", 1, 1e9},
       {"validation", "max_model_bytes", &c.validation.maxModelBytes,
@@ -106,6 +109,9 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
        "Asynchronous mode: aggregate every K accepted updates.", 1, 1e6},
       {"rounds", "staleness_exponent", &c.rounds.stalenessExponent,
        "Asynchronous mode: weight = 1 / (1 + staleness)^exponent.", 0, 10},
+      {"rounds", "max_staleness", &c.rounds.maxStaleness,
+       "Asynchronous mode: accept updates trained on up to this many stable models back.", 0,
+       1000},
 
       {"triggers", "schedule_seconds", &c.triggers.scheduleSeconds,
        "Start a round every N seconds.", 0, 1e9},
@@ -141,7 +147,8 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
        {"fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum",
         "multi_krum"}},
       {"aggregation", "server_learning_rate", &c.aggregation.serverLearningRate,
-       "Server learning rate (fedavgm, fedadam, fedyogi).", 0, 100},
+       "Server learning rate: the step applied to the global model (1 = the plain aggregate; "
+       "fedadam/fedyogi usually want 0.01-0.1).", 0, 100},
       {"aggregation", "server_momentum", &c.aggregation.serverMomentum, "fedavgm momentum.", 0, 1},
       {"aggregation", "beta1", &c.aggregation.beta1, "fedadam/fedyogi first moment decay.", 0, 1},
       {"aggregation", "beta2", &c.aggregation.beta2, "fedadam/fedyogi second moment decay.", 0, 1},

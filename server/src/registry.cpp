@@ -71,6 +71,7 @@ CREATE TABLE updates (
   reason TEXT NOT NULL DEFAULT '',
   detail TEXT NOT NULL DEFAULT '',
   sample_count INTEGER NOT NULL DEFAULT 0,
+  staleness INTEGER NOT NULL DEFAULT 0,
   norm REAL NOT NULL DEFAULT 0,
   digest BLOB,
   received_at INTEGER NOT NULL,
@@ -102,6 +103,16 @@ CREATE TABLE deployments (
 CREATE TABLE state (
   key TEXT PRIMARY KEY,
   value BLOB NOT NULL
+);
+-- Operator requests (edgefl round start, rollout promote|rollback|pause)
+-- for a running coordinator, which polls and answers them here.
+CREATE TABLE commands (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  kind TEXT NOT NULL,
+  args TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  done_at INTEGER NOT NULL DEFAULT 0,
+  result TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE events (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -333,8 +344,15 @@ Result<Registry> Registry::open(const std::filesystem::path& path) {
                                           std::to_string(have) + "; this build knows up to " +
                                           std::to_string(want));
   }
-  for (int v = have; v < want; ++v) {
+  // Each step re-reads the version inside its write transaction, so two
+  // processes opening a new registry at once migrate it once.
+  for (bool done = have >= want; !done;) {
     Status st = reg.transaction([&]() -> Status {
+      const int v = reg.schemaVersion();
+      if (v >= want) {
+        done = true;
+        return {};
+      }
       EDGEFL_TRY(exec(db, kMigrations[v]));
       return exec(db, ("PRAGMA user_version=" + std::to_string(v + 1)).c_str());
     });
@@ -561,7 +579,7 @@ Status Registry::recordUpdate(const UpdateRecord& u) {
     }
     Stmt s(db_,
            "INSERT INTO updates (round, device_id, verdict, reason, detail, sample_count, norm, "
-           "digest, received_at, delta) VALUES (?,?,?,?,?,?,?,?,?,?)");
+           "digest, received_at, delta, staleness) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
     s.bind(1, u.round).bind(2, u.deviceId).bind(3, u.accepted ? "accepted" : "rejected");
     s.bind(4, u.reason).bind(5, u.detail).bind(6, u.sampleCount).bind(7, u.norm);
     s.bindBlob(8, u.digest.data(), u.digest.size());
@@ -569,6 +587,7 @@ Status Registry::recordUpdate(const UpdateRecord& u) {
     if (u.accepted && !u.delta.empty()) {
       s.bindBlob(10, u.delta.data(), u.delta.size() * sizeof(float));
     }
+    s.bind(11, u.staleness);
     EDGEFL_TRY(s.run());
     Stmt v(db_,
            "INSERT INTO round_verdicts (round, reason, count) VALUES (?, ?, 1) "
@@ -580,7 +599,7 @@ Status Registry::recordUpdate(const UpdateRecord& u) {
 
 namespace {
 constexpr const char* kUpdateColumns =
-    "round, device_id, verdict, reason, detail, sample_count, norm, digest, received_at";
+    "round, device_id, verdict, reason, detail, sample_count, norm, digest, received_at, staleness";
 
 UpdateRecord readUpdate(const Stmt& s, bool withDelta) {
   UpdateRecord u;
@@ -593,7 +612,8 @@ UpdateRecord readUpdate(const Stmt& s, bool withDelta) {
   u.norm = s.f64(6);
   u.digest = toArray<kDigestBytes>(s.blob(7));
   u.receivedAt = s.i64(8);
-  if (withDelta) u.delta = fromBlob<float>(s.blob(9));
+  u.staleness = static_cast<std::uint32_t>(s.u64(9));
+  if (withDelta) u.delta = fromBlob<float>(s.blob(10));
   return u;
 }
 }  // namespace
@@ -775,6 +795,36 @@ std::optional<std::vector<std::uint8_t>> Registry::state(const std::string& key)
   s.bind(1, key);
   if (s.step() != SQLITE_ROW) return std::nullopt;
   return s.blob(0);
+}
+
+Result<std::int64_t> Registry::submitCommand(const std::string& kind, const std::string& args) {
+  Stmt s(db_, "INSERT INTO commands (kind, args, created_at) VALUES (?,?,?)");
+  s.bind(1, kind).bind(2, args).bind(3, nowSeconds());
+  EDGEFL_TRY(s.run());
+  return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
+}
+
+std::vector<CommandRecord> Registry::pendingCommands() const {
+  Stmt s(db_, "SELECT id, kind, args, created_at, done_at, result FROM commands "
+              "WHERE done_at = 0 ORDER BY id");
+  std::vector<CommandRecord> out;
+  while (s.step() == SQLITE_ROW) {
+    out.push_back({s.i64(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.text(5)});
+  }
+  return out;
+}
+
+std::optional<CommandRecord> Registry::command(std::int64_t id) const {
+  Stmt s(db_, "SELECT id, kind, args, created_at, done_at, result FROM commands WHERE id = ?");
+  s.bind(1, id);
+  if (s.step() != SQLITE_ROW) return std::nullopt;
+  return CommandRecord{s.i64(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.text(5)};
+}
+
+Status Registry::completeCommand(std::int64_t id, const std::string& result) {
+  Stmt s(db_, "UPDATE commands SET done_at = ?, result = ? WHERE id = ?");
+  s.bind(1, nowSeconds()).bind(2, result).bind(3, id);
+  return s.run();
 }
 
 Status Registry::logEvent(const std::string& kind, const std::string& subject,

@@ -23,6 +23,13 @@ void addFleetCommands(CLI::App& app, int& exitCode) {
                    "Validity of the coordinator key delegation")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  init->add_option("--arch", opts->arch,
+                   "Model architecture: logreg:784-10, mlp:784-H...-10 or lenet")
+      ->capture_default_str();
+  init->add_option("--holdout", opts->holdout,
+                   "Validation data: fashion-mnist:test[:N] or a CSV path")
+      ->capture_default_str();
+  init->add_option("--seed", opts->seed, "Seed of the initial model")->capture_default_str();
   init->callback([opts, dir, &exitCode] {
     opts->directory = *dir;
     Status st = initFleet(*opts);

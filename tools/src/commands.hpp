@@ -18,5 +18,8 @@ inline int reportError(const Error& e) {
 void addKeyCommands(CLI::App& app, int& exitCode);     // keygen
 void addFleetCommands(CLI::App& app, int& exitCode);   // fleet init, device enroll|revoke
 void addInspectCommand(CLI::App& app, int& exitCode);  // inspect
+// registry models|rounds|updates|deployments|devices|events, rollout ..., round start
+void addRegistryCommands(CLI::App& app, int& exitCode);
+void addModelCommands(CLI::App& app, int& exitCode);  // model init|train|eval
 
 }  // namespace edgefl::tools

@@ -11,10 +11,14 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <vector>
 
 #include "edgefl/server/coordinator_config.hpp"
+#include "edgefl/tools/model_setup.hpp"
+#include "edgefl/shared/datasets.hpp"
+#include "edgefl/shared/model.hpp"
 #include "edgefl/shared/keys.hpp"
 #include "edgefl/shared/signing.hpp"
 #include "edgefl/shared/topics.hpp"
@@ -225,6 +229,23 @@ Status initFleet(const FleetInitOptions& options) {
   if (options.delegationDays < 1) {
     return makeError(Code::InvalidArgument, "delegation validity must be at least one day");
   }
+  // The model first: a bad --arch must not leave a half-made fleet behind.
+  // Reference statistics come from training data, never the holdout.
+  std::optional<Dataset> train;
+  if (options.holdout.rfind("fashion-mnist", 0) == 0) {
+    IdxOptions io;
+    io.firstN = 10000;
+    auto loaded = loadFashionMnist("train", io);
+    if (!loaded.ok()) return loaded.error();
+    train = std::move(loaded.value());
+  }
+  auto model = createModelFor(options.arch, options.holdout, options.seed,
+                              train ? &*train : nullptr);
+  if (!model.ok()) return model.error();
+  model->meta().fleet = options.name;
+  model->meta().description = "initial " + options.arch + " model (seed " +
+                              std::to_string(options.seed) + ")";
+
   std::error_code ec;
   const fs::path dir = fs::absolute(options.directory);
   if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
@@ -267,7 +288,12 @@ Status initFleet(const FleetInitOptions& options) {
   EDGEFL_TRY(writeFile(dir / "broker" / "mosquitto.conf", renderMosquittoConf(dir, options.brokerPort),
                        0644));
 
+  EDGEFL_TRY(saveModel(*model, dir / "models" / "initial.model"));
+
   server::CoordinatorConfig config;
+  config.model.arch = options.arch;
+  config.model.initial = "models/initial.model";
+  config.validation.holdout = options.holdout;
   config.fleet.name = options.name;
   config.fleet.directory = dir.string();
   config.broker.port = options.brokerPort;

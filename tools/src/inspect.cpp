@@ -6,6 +6,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "edgefl/shared/model.hpp"
+
 namespace edgefl::tools {
 namespace {
 
@@ -85,6 +87,46 @@ Result<Node> decodeKind(Kind kind, ByteView bytes, const DecodeLimits& limits) {
     default: break;
   }
   return makeError(Code::BadField, "unknown kind");
+}
+
+// A readable summary of a model: what it is, its layers, its metrics.
+Node modelSummary(ByteView bytes, const DecodeLimits& limits) {
+  auto m = modelFromBytes(bytes, limits);
+  if (!m.ok()) return Node("invalid model: " + m.error().toString());
+  Node::Object o{{"arch", Node(m->arch())},
+                 {"task", Node(std::string(taskName(m->task())))},
+                 {"features", Node(static_cast<std::uint64_t>(m->featureCount()))},
+                 {"outputs", Node(static_cast<std::uint64_t>(m->outputCount()))},
+                 {"parameters", Node(static_cast<std::uint64_t>(m->parameterCount()))},
+                 {"digest", Node(toHex(parameterDigest(*m)))},
+                 {"version", Node(m->meta().version)},
+                 {"parent", Node(m->meta().parentVersion)},
+                 {"round", Node(m->meta().round)}};
+  Node::Array layers;
+  for (const auto& layer : m->layers()) {
+    std::string text(layerKindName(layer.kind));
+    if (layer.kind == LayerKind::Dense) {
+      text += " " + std::to_string(layer.inputs) + " -> " + std::to_string(layer.outputs);
+    } else if (layer.kind == LayerKind::Conv2D) {
+      text += " " + std::to_string(layer.channels) + "x" + std::to_string(layer.inHeight) + "x" +
+              std::to_string(layer.inWidth) + " -> " + std::to_string(layer.outChannels) +
+              " channels, kernel " + std::to_string(layer.kernel);
+    }
+    layers.emplace_back(Node(text));
+  }
+  o.emplace_back("layers", Node(std::move(layers)));
+  if (m->meta().metrics.sampleCount > 0) {
+    const auto& mt = m->meta().metrics;
+    o.emplace_back("metrics", Node(Node::Object{{"dataset", Node(mt.dataset)},
+                                               {"accuracy", Node(static_cast<double>(mt.accuracy))},
+                                               {"loss", Node(static_cast<double>(mt.loss))}}));
+  }
+  if (!m->classNames().empty()) {
+    Node::Array names;
+    for (const auto& n : m->classNames()) names.emplace_back(Node(n));
+    o.emplace_back("classes", Node(std::move(names)));
+  }
+  return Node(std::move(o));
 }
 
 Node* findField(Node& node, const std::string& name) {
@@ -243,10 +285,10 @@ Result<InspectResult> inspectBytes(ByteView bytes, const Keyring& keyring,
     // Not an envelope: maybe a bare model file.
     auto model = decodeKind(Kind::MODEL, bytes, options.limits);
     if (model.ok() && findField(*model, "formatVersion") != nullptr) {
-      Node::Object top;
-      top.emplace_back("kind", Node("model"));
-      top.emplace_back("signed", Node(false));
-      top.emplace_back("model", std::move(model.value()));
+      Node::Object top{{"kind", Node("model")},
+                       {"signed", Node(false)},
+                       {"summary", modelSummary(bytes, options.limits)},
+                       {"model", std::move(model.value())}};
       result.tree = Node(std::move(top));
       result.reason = "a bare model file carries no signature";
       return result;
@@ -304,6 +346,7 @@ Result<InspectResult> inspectBytes(ByteView bytes, const Keyring& keyring,
       if (parsed.ok() && parsed->root().hasModel()) {
         auto m = parsed->root().getModel();
         auto model = decodeKind(Kind::MODEL, ByteView(m.begin(), m.size()), options.limits);
+        top.emplace_back("modelSummary", modelSummary(ByteView(m.begin(), m.size()), options.limits));
         if (Node* field = findField(*payload, "model"); field != nullptr) {
           *field = model.ok() ? std::move(model.value()) : Node("undecodable: " + model.error().toString());
         }

@@ -10,6 +10,8 @@ int main(int argc, char** argv) {
   edgefl::tools::addKeyCommands(app, exitCode);
   edgefl::tools::addFleetCommands(app, exitCode);
   edgefl::tools::addInspectCommand(app, exitCode);
+  edgefl::tools::addRegistryCommands(app, exitCode);
+  edgefl::tools::addModelCommands(app, exitCode);
   CLI11_PARSE(app, argc, argv);
   return exitCode;
 }

@@ -41,6 +41,7 @@ struct CoordinatorConfig {
     std::string holdout = "fashion-mnist:test";
     double tolerance = 0.01;
     double sliceTolerance = 0.05;
+    double sliceMinStableAccuracy = 0.2;
     std::int64_t maxParameters = 4'000'000;
     std::int64_t maxModelBytes = 16 << 20;
   } validation;
@@ -55,6 +56,7 @@ struct CoordinatorConfig {
     std::int64_t minSamples = 16;
     std::int64_t asyncBuffer = 10;
     double stalenessExponent = 0.5;
+    std::int64_t maxStaleness = 4;
   } rounds;
   struct Triggers {
     std::int64_t scheduleSeconds = 0;

@@ -72,6 +72,7 @@ struct UpdateRecord {
   std::string reason;  // "" when accepted; else a Code name such as "BadSignature"
   std::string detail;
   std::uint32_t sampleCount = 0;
+  std::uint32_t staleness = 0;  // asynchronous rounds: stable models behind
   double norm = 0;
   Digest digest{};  // BLAKE2b-256 of the update payload
   std::int64_t receivedAt = 0;
@@ -108,6 +109,15 @@ struct EventRecord {
   std::string kind;
   std::string subject;
   std::string detail;
+};
+
+struct CommandRecord {
+  std::int64_t id = 0;
+  std::string kind;  // round-start | promote | rollback | pause | resume | reload-devices
+  std::string args;
+  std::int64_t createdAt = 0;
+  std::int64_t doneAt = 0;  // 0: pending
+  std::string result;  // "ok: ..." or "error: ..."
 };
 
 class Registry {
@@ -170,6 +180,12 @@ class Registry {
   // Server-side state (aggregation optimizer moments, ...).
   Status putState(const std::string& key, const std::vector<std::uint8_t>& value);
   std::optional<std::vector<std::uint8_t>> state(const std::string& key) const;
+
+  // Operator commands for a running coordinator.
+  Result<std::int64_t> submitCommand(const std::string& kind, const std::string& args = {});
+  std::vector<CommandRecord> pendingCommands() const;
+  std::optional<CommandRecord> command(std::int64_t id) const;
+  Status completeCommand(std::int64_t id, const std::string& result);
 
   // Audit log.
   Status logEvent(const std::string& kind, const std::string& subject, const std::string& detail);

@@ -74,9 +74,13 @@ inline Error makeError(Code code, std::string detail) { return Error{code, std::
 
 }  // namespace edgefl
 
-// Propagates an error from an expression returning a Result.
-#define EDGEFL_TRY(expr)                                   \
-  do {                                                     \
-    auto&& edgefl_try_result_ = (expr);                    \
-    if (!edgefl_try_result_.ok()) return edgefl_try_result_.error(); \
+// Propagates an error from an expression returning a Result. Each use gets
+// its own variable name, so uses nested in lambdas do not shadow each other.
+#define EDGEFL_TRY_CONCAT_(a, b) a##b
+#define EDGEFL_TRY_CONCAT(a, b) EDGEFL_TRY_CONCAT_(a, b)
+#define EDGEFL_TRY_IMPL(expr, name)             \
+  do {                                          \
+    auto&& name = (expr);                       \
+    if (!name.ok()) return name.error();        \
   } while (false)
+#define EDGEFL_TRY(expr) EDGEFL_TRY_IMPL(expr, EDGEFL_TRY_CONCAT(edgefl_try_, __COUNTER__))

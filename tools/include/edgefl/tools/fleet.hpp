@@ -10,6 +10,7 @@
 //   keys/coordinator.mqtt-password, keys/observer.mqtt-password (read-only user)
 //   broker/mosquitto.conf, passwd, acl, data/
 //   devices/<id>.pub, devices/<id>.mqtt-password, devices/revoked/
+//   models/initial.model        the fleet's version 1
 
 #include <cstdint>
 #include <filesystem>
@@ -25,6 +26,12 @@ struct FleetInitOptions {
   std::string name = "fleet";
   int brokerPort = 1883;
   int delegationDays = 365;
+  // The fleet's initial model (models/initial.model) and the data the
+  // coordinator validates candidates on. An image-sized input (784) is
+  // treated as 28x28 Fashion-MNIST pixels.
+  std::string arch = "mlp:784-128-10";
+  std::string holdout = "fashion-mnist:test";
+  std::uint64_t seed = 1;
   std::int64_t now = 0;  // Unix seconds; 0 = current time
 };
 

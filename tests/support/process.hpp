@@ -1,0 +1,31 @@
+#pragma once
+// A child process for tests: started with fork/exec, output to a log file,
+// stopped with a signal of the test's choosing.
+
+#include <sys/types.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace edgefl::test {
+
+class ChildProcess {
+ public:
+  ChildProcess(std::vector<std::string> argv, std::filesystem::path log);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool running();
+  // Sends `signal` and waits for the exit; returns the wait status.
+  int kill(int signal);
+  // Waits up to `seconds` for a normal exit; -1 on timeout.
+  int wait(double seconds);
+
+ private:
+  pid_t pid_ = -1;
+};
+
+}  // namespace edgefl::test
