@@ -900,7 +900,20 @@ struct Coordinator::Impl {
     }
   }
 
+  // Enrollment and revocation write files under devices/; reload when
+  // either directory changes (a stat per tick, no polling of the files).
+  std::filesystem::file_time_type devicesStamp{};
+  void reloadDevicesIfChanged() {
+    const fs::path dir = config.resolve(config.keys.devicesDir);
+    std::error_code ec;
+    auto stamp = std::max(fs::last_write_time(dir, ec), fs::last_write_time(dir / "revoked", ec));
+    if (ec || stamp == devicesStamp) return;
+    devicesStamp = stamp;
+    (void)loadDevices();
+  }
+
   void tickOnce() {
+    reloadDevicesIfChanged();
     processCommands();
     processTelemetry();
     flushFacts();

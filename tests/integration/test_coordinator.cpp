@@ -136,6 +136,42 @@ TEST(Coordinator, HonestRoundGoesCanaryThenStable) {
   EXPECT_EQ(reg->integrityCheck(), "ok");
 }
 
+TEST(Coordinator, OperatorPromotesByHandAndLateEnrollmentsAreSeen) {
+  test::TestFleet fleet;
+  fleet.config().rounds.maxUpdates = 2;
+  fleet.config().rollout.autoPromote = false;
+  RunningCoordinator coordinator(fleet);
+  // Enrolled after the coordinator started, without telling it: it notices
+  // the devices directory changed.
+  test::TestDevice a(fleet, "late-a"), b(fleet, "late-b");
+  std::string out;
+  ASSERT_EQ(test::runCli("round start --fleet " + fleet.dir().string(), &out), 0) << out;
+  for (auto* d : {&a, &b}) {
+    ASSERT_TRUE(d->fetchModel());
+    ASSERT_TRUE(d->waitRound());
+    ASSERT_TRUE(sent(d->send(d->buildUpdate(trainData(), slice(d == &a ? 0 : 1000, 1000)))));
+    auto ack = d->waitAck();
+    ASSERT_TRUE(ack.has_value());
+    EXPECT_EQ(ack->verdict, wire::Verdict::ACCEPTED) << ack->reason;
+  }
+  ASSERT_TRUE(eventually([&] { return coordinator->canaryVersion() == 2; }));
+  ASSERT_TRUE(sent(a.sendTelemetry(true, 2, 100, 0.9f)));
+  std::this_thread::sleep_for(1500ms);
+  EXPECT_EQ(coordinator->stableVersion(), 1u) << "auto_promote is off";
+  ASSERT_EQ(test::runCli("rollout promote --fleet " + fleet.dir().string() + " --reason checked", &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("ok: promote done"), std::string::npos) << out;
+  EXPECT_EQ(coordinator->stableVersion(), 2u);
+  // Nothing left to promote: the command fails with its reason.
+  EXPECT_EQ(test::runCli("rollout promote --fleet " + fleet.dir().string(), &out), 1);
+  EXPECT_NE(out.find("no canary"), std::string::npos) << out;
+  ASSERT_EQ(test::runCli("registry events --db " + (fleet.dir() / "registry.db").string() + " --json",
+                         &out),
+            0);
+  EXPECT_NE(out.find("\"kind\":\"command\""), std::string::npos);
+}
+
 TEST(Coordinator, RejectsEveryBadUpdateWithItsReason) {
   test::TestFleet fleet;
   fleet.config().rounds.maxUpdates = 2;
