@@ -209,6 +209,10 @@ struct Trainer::State {
   std::vector<std::int32_t> labels;
   std::vector<float> targets;
   std::uint64_t steps = 0;
+  // Epochs run by earlier train() calls: a caller that trains one epoch per
+  // call (to report progress or change the learning rate) still gets a new
+  // order every epoch.
+  std::uint64_t epochsDone = 0;
 
   // Validates a batch given as contiguous features.
   Result<std::size_t> batchSize(std::span<const float> features, std::size_t supervision,
@@ -400,8 +404,12 @@ Result<TrainReport> Trainer::train(const Dataset& data, std::span<const std::uin
   const std::size_t k = model.outputCount();
   const std::size_t batch = s.options.batchSize;
   TrainReport report;
+  // Every epoch shuffles the same starting order, so an epoch's order
+  // depends only on (seed, epoch number), not on how calls were split.
+  const std::vector<std::uint32_t> selected = order;
   for (std::uint32_t epoch = 0; epoch < s.options.epochs; ++epoch) {
-    detail::SplitMix64 rng(s.options.seed + 0x9E3779B97F4A7C15ull * (epoch + 1));
+    detail::SplitMix64 rng(s.options.seed + 0x9E3779B97F4A7C15ull * (s.epochsDone + epoch + 1));
+    order = selected;
     shuffle(order, rng);
     double lossSum = 0.0;
     for (std::size_t start = 0; start < order.size(); start += batch) {
@@ -425,6 +433,7 @@ Result<TrainReport> Trainer::train(const Dataset& data, std::span<const std::uin
     report.samples += order.size();
     report.epochLoss.push_back(static_cast<float>(lossSum / static_cast<double>(order.size())));
   }
+  s.epochsDone += s.options.epochs;
   return report;
 }
 

@@ -92,7 +92,7 @@ void addModelCommands(CLI::App& app, int& exitCode) {
 
   struct TrainArgs {
     std::string arch, out, dataset = "fashion-mnist", test, optimizer = "sgd", init;
-    std::uint32_t epochs = 10, batch = 64, limit = 0;
+    std::uint32_t epochs = 10, batch = 64, limit = 0, lrDrop = 0;
     float lr = 0.05f, momentum = 0.9f, weightDecay = 0;
     std::uint64_t seed = 1;
     bool json = false;
@@ -112,6 +112,8 @@ void addModelCommands(CLI::App& app, int& exitCode) {
       ->capture_default_str()
       ->check(CLI::IsMember({"sgd", "adam"}));
   train->add_option("--momentum", ta->momentum, "SGD momentum")->capture_default_str();
+  train->add_option("--lr-drop", ta->lrDrop,
+                    "Divide the learning rate by 10 from this epoch on (1-based; 0 = never)");
   train->add_option("--weight-decay", ta->weightDecay)->capture_default_str();
   train->add_option("--seed", ta->seed, "Initialization and shuffling seed")->capture_default_str();
   train->add_option("--limit", ta->limit, "Train on the first N samples only (0 = all)");
@@ -158,8 +160,13 @@ void addModelCommands(CLI::App& app, int& exitCode) {
     std::uint64_t samples = 0;
     Node::Array epochs;
     for (std::uint32_t e = 0; e < ta->epochs; ++e) {
-      // Reshuffle per epoch: the trainer shuffles by (seed, epoch) and this
-      // runs one epoch per call, so advance the seed.
+      if (ta->lrDrop > 0 && e + 1 == ta->lrDrop) {
+        Status st = trainer->setLearningRate(ta->lr / 10.0f);
+        if (!st.ok()) {
+          exitCode = reportError(st.error());
+          return;
+        }
+      }
       const auto te = std::chrono::steady_clock::now();
       auto report = trainer->train(*trainData);
       if (!report.ok()) {

@@ -106,7 +106,7 @@ class Trainer {
   std::span<const float> gradients() const;
 
   // options.epochs passes over `data` (or the samples listed in `indices`),
-  // shuffled per epoch by (seed, epoch); at most maxSamples samples, chosen
+  // shuffled per epoch by (seed, epochs run so far by this trainer); at most maxSamples samples, chosen
   // by seed once. Errors before any update: ShapeMismatch (featureCount,
   // missing targets), OutOfRange (a label or index), InvalidArgument (no
   // samples).
