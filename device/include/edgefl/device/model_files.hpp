@@ -1,0 +1,40 @@
+#pragma once
+// Deployment files in <storageDir>/models/. A file appears only whole: it
+// is written to a temporary name, fsynced, renamed into place and the
+// directory fsynced, so a crash at any point leaves either no file or the
+// complete one (and a stray temporary that the next open removes).
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+
+#include "edgefl/shared/bytes.hpp"
+#include "edgefl/shared/result.hpp"
+#include "edgefl/shared/signing.hpp"
+
+namespace edgefl::device {
+
+class ModelFiles {
+ public:
+  // `durable` false skips the fsyncs (simulations on scratch storage).
+  ModelFiles(std::filesystem::path dir, bool durable);
+
+  // Creates the directory. IoError on failure.
+  Status prepare() const;
+  // Writes `bytes` as `name` atomically (see above). IoError on failure;
+  // an existing file of that name is replaced only by a complete new one.
+  Status write(const std::string& name, ByteView bytes) const;
+  // IoError, TooLarge (over maxBytes).
+  Result<Bytes> read(const std::string& name, std::size_t maxBytes) const;
+  // Removes every file for which `keep` is false, and every temporary.
+  void removeUnless(const std::function<bool(const std::string& name)>& keep) const;
+  std::uint64_t bytesUsed() const;
+  std::filesystem::path pathOf(const std::string& name) const { return dir_ / name; }
+
+ private:
+  std::filesystem::path dir_;
+  bool durable_;
+};
+
+}  // namespace edgefl::device

@@ -1,0 +1,104 @@
+#include "edgefl/device/model_files.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "edgefl/shared/envelope.hpp"
+
+namespace edgefl::device {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr std::string_view kTempSuffix = ".tmp";
+
+Error ioError(const std::string& what, const fs::path& path, int err) {
+  return makeError(Code::IoError, what + " " + path.string() + ": " + std::strerror(err));
+}
+
+Status syncDirectory(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return ioError("cannot open directory", dir, errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return ioError("cannot fsync directory", dir, err);
+  return {};
+}
+
+}  // namespace
+
+ModelFiles::ModelFiles(fs::path dir, bool durable) : dir_(std::move(dir)), durable_(durable) {}
+
+Status ModelFiles::prepare() const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) return makeError(Code::IoError, "cannot create " + dir_.string() + ": " + ec.message());
+  return {};
+}
+
+Status ModelFiles::write(const std::string& name, ByteView bytes) const {
+  const fs::path target = dir_ / name;
+  const fs::path temp = dir_ / (name + std::string(kTempSuffix));
+  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return ioError("cannot create", temp, errno);
+  std::size_t written = 0;
+  while (written < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(temp.c_str());
+      return ioError("cannot write", temp, err);
+    }
+    written += static_cast<std::size_t>(n);
+  }
+  if (durable_ && ::fsync(fd) != 0) {
+    int err = errno;
+    ::close(fd);
+    ::unlink(temp.c_str());
+    return ioError("cannot fsync", temp, err);
+  }
+  if (::close(fd) != 0) {
+    int err = errno;
+    ::unlink(temp.c_str());
+    return ioError("cannot close", temp, err);
+  }
+  if (::rename(temp.c_str(), target.c_str()) != 0) {
+    int err = errno;
+    ::unlink(temp.c_str());
+    return ioError("cannot rename into", target, err);
+  }
+  // The rename is durable only once the directory entry is.
+  if (durable_) EDGEFL_TRY(syncDirectory(dir_));
+  return {};
+}
+
+Result<Bytes> ModelFiles::read(const std::string& name, std::size_t maxBytes) const {
+  return readFileBytes((dir_ / name).string(), maxBytes);
+}
+
+void ModelFiles::removeUnless(const std::function<bool(const std::string& name)>& keep) const {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const std::string name = entry.path().filename().string();
+    const bool temp = name.size() > kTempSuffix.size() && name.ends_with(kTempSuffix);
+    if (temp || !keep(name)) fs::remove(entry.path(), ec);
+  }
+}
+
+std::uint64_t ModelFiles::bytesUsed() const {
+  std::error_code ec;
+  std::uint64_t total = 0;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    auto size = entry.file_size(ec);
+    if (!ec) total += size;
+  }
+  return total;
+}
+
+}  // namespace edgefl::device

@@ -1,0 +1,220 @@
+// The labelled sample stores (SQLite and in-memory) and the device
+// database they share with the device state.
+
+#include "edgefl/device/sample_store.hpp"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include "edgefl/device/device_state.hpp"
+#include "support/broker.hpp"
+
+namespace edgefl::device {
+namespace {
+
+std::vector<float> sample(float base, std::size_t n = 4) {
+  std::vector<float> x(n);
+  for (std::size_t i = 0; i < n; ++i) x[i] = base + static_cast<float>(i) / 10.0f;
+  return x;
+}
+
+std::unique_ptr<DeviceDb> openDb(const std::filesystem::path& file) {
+  auto db = DeviceDb::open(file, true);
+  EXPECT_TRUE(db.ok()) << db.error().toString();
+  return std::move(db.value());
+}
+
+void checkStoreBasics(SampleStore& store) {
+  ASSERT_TRUE(store.add(sample(1), 1, 0.0f).ok());
+  ASSERT_TRUE(store.add(sample(2), 2, 0.0f).ok());
+  ASSERT_TRUE(store.add(sample(3, 6), 0, 0.0f).ok());  // another model's input size
+  EXPECT_EQ(store.size(), 3u);
+  EXPECT_EQ(store.count(4), 2u);
+  EXPECT_EQ(store.count(6), 1u);
+  auto d = store.snapshot(4);
+  ASSERT_TRUE(d.ok());
+  ASSERT_EQ(d->size(), 2u);
+  EXPECT_EQ(d->featureCount, 4u);
+  EXPECT_FLOAT_EQ(d->features[0], 1.0f);
+  EXPECT_FLOAT_EQ(d->features[4], 2.0f);
+  EXPECT_EQ(d->labels, (std::vector<std::int32_t>{1, 2}));
+  EXPECT_GT(store.bytesUsed(), 0u);
+
+  // Past the capacity (4) the oldest go first.
+  for (int i = 4; i <= 7; ++i) ASSERT_TRUE(store.add(sample(static_cast<float>(i)), i, 0.5f).ok());
+  EXPECT_EQ(store.size(), 4u);
+  EXPECT_EQ(store.evicted(), 3u);
+  d = store.snapshot(4);
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->labels, (std::vector<std::int32_t>{4, 5, 6, 7}));
+  EXPECT_FLOAT_EQ(d->features[0], 4.0f);
+  EXPECT_FLOAT_EQ(d->targets[3], 0.5f);
+  EXPECT_EQ(store.count(6), 0u);
+}
+
+TEST(MemorySampleStore, IsABoundedRingOldestFirst) {
+  MemorySampleStore store(4);
+  checkStoreBasics(store);
+  MemorySampleStore none(0);
+  EXPECT_EQ(none.add(sample(1), 0, 0).code(), Code::InvalidArgument);
+}
+
+TEST(SqliteSampleStore, IsBoundedAndSurvivesReopening) {
+  test::TempDir tmp;
+  const auto file = tmp.path() / "device.db";
+  {
+    auto db = openDb(file);
+    auto store = SqliteSampleStore::open(*db, 4);
+    ASSERT_TRUE(store.ok());
+    checkStoreBasics(*store.value());
+  }
+  {
+    auto db = openDb(file);
+    auto store = SqliteSampleStore::open(*db, 4);
+    ASSERT_TRUE(store.ok());
+    EXPECT_EQ(store.value()->size(), 4u);
+    auto d = store.value()->snapshot(4);
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->labels, (std::vector<std::int32_t>{4, 5, 6, 7}));
+  }
+  {
+    // A smaller capacity on the next open evicts down to it.
+    auto db = openDb(file);
+    auto store = SqliteSampleStore::open(*db, 2);
+    ASSERT_TRUE(store.ok());
+    EXPECT_EQ(store.value()->size(), 2u);
+    auto d = store.value()->snapshot(4);
+    ASSERT_TRUE(d.ok());
+    EXPECT_EQ(d->labels, (std::vector<std::int32_t>{6, 7}));
+  }
+  // The file is a healthy WAL database.
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &raw), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(raw, "PRAGMA journal_mode", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
+  sqlite3_finalize(st);
+  ASSERT_EQ(sqlite3_prepare_v2(raw, "PRAGMA integrity_check", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "ok");
+  sqlite3_finalize(st);
+  sqlite3_close(raw);
+}
+
+TEST(DeviceDb, RefusesANewerSchemaAndReportsIoErrors) {
+  test::TempDir tmp;
+  const auto file = tmp.path() / "device.db";
+  { openDb(file); }
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &raw), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(raw, "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(raw);
+  EXPECT_EQ(DeviceDb::open(file, true).code(), Code::Unsupported);
+  EXPECT_EQ(DeviceDb::open(tmp.path() / "missing-dir" / "device.db", true).code(), Code::IoError);
+}
+
+TEST(DeviceDb, TransactionsRollBackOnError) {
+  test::TempDir tmp;
+  auto db = openDb(tmp.path() / "device.db");
+  DeviceState state(*db);
+  ASSERT_TRUE(state.setCounter(kFallbacks, 3).ok());
+  Status failed = db->transaction(Durability::Full, [&]() -> Status {
+    Statement st(*db, "UPDATE counters SET value = 10 WHERE name = 'fallbacks'");
+    EDGEFL_TRY(st.run());
+    return makeError(Code::BadField, "abandon");
+  });
+  EXPECT_EQ(failed.code(), Code::BadField);
+  EXPECT_EQ(state.counter(kFallbacks).value(), 3u);
+  ASSERT_TRUE(state.addCounter(kFallbacks, 2).ok());
+  EXPECT_EQ(state.counter(kFallbacks).value(), 5u);
+  EXPECT_EQ(state.counter("never-set").value(), 0u);
+}
+
+TEST(DeviceState, DeploymentStateRoundTrips) {
+  test::TempDir tmp;
+  auto db = openDb(tmp.path() / "device.db");
+  DeviceState state(*db);
+  DeploymentState s;
+  StoredDeployment a;
+  a.file = "stable-3.deploy";
+  a.sequence = 3;
+  a.modelVersion = 7;
+  a.digest[0] = 0xab;
+  a.acceptedAt = 1700000000;
+  StoredDeployment b = a;
+  b.file = "canary-4.deploy";
+  b.channel = Channel::CANARY;
+  b.sequence = 4;
+  b.mode = DeployMode::SHADOW;
+  b.failed = true;
+  StoredDeployment orphan = a;
+  orphan.file = "stable-1.deploy";
+  s.files = {{a.file, a}, {b.file, b}, {orphan.file, orphan}};
+  s.channels[0].lastSequence = 3;
+  s.channels[0].present = true;
+  s.channels[0].activateFile = a.file;
+  s.channels[1].lastSequence = 9;
+  s.channels[1].present = true;
+  s.channels[1].percent = 12.5f;
+  s.channels[1].salt = 77;
+  s.channels[1].shadowFile = b.file;
+  s.activeFile = a.file;
+  s.shadowFile = b.file;
+  ASSERT_TRUE(state.saveDeployments(s).ok());
+
+  auto loaded = state.loadDeployments();
+  ASSERT_TRUE(loaded.ok());
+  const DeploymentState& l = loaded.value();
+  EXPECT_EQ(l.files.size(), 2u);  // the unreferenced one is not kept
+  ASSERT_NE(l.find(b.file), nullptr);
+  EXPECT_TRUE(l.find(b.file)->failed);
+  EXPECT_EQ(l.find(b.file)->mode, DeployMode::SHADOW);
+  EXPECT_EQ(l.find(a.file)->digest, a.digest);
+  EXPECT_EQ(l.find(a.file)->acceptedAt, a.acceptedAt);
+  EXPECT_EQ(l.channels[1].lastSequence, 9u);
+  EXPECT_FLOAT_EQ(l.channels[1].percent, 12.5f);
+  EXPECT_EQ(l.channels[1].salt, 77u);
+  EXPECT_EQ(l.channels[1].shadowFile, b.file);
+  EXPECT_TRUE(l.channels[1].activateFile.empty());
+  EXPECT_EQ(l.activeFile, a.file);
+  EXPECT_TRUE(l.previousFile.empty());
+  EXPECT_EQ(l.shadowFile, b.file);
+}
+
+TEST(DeviceState, PendingUpdatesAcksAndResiduals) {
+  test::TempDir tmp;
+  auto db = openDb(tmp.path() / "device.db");
+  DeviceState state(*db);
+  Residual residual{"mlp:2-2", Digest{}, {0.5f, -0.25f}};
+  std::uint32_t dropped = 99;
+  for (std::uint64_t round = 1; round <= 3; ++round) {
+    PendingUpdate p{round, Bytes{1, 2, static_cast<std::uint8_t>(round)}, Digest{}, 100, 50};
+    ASSERT_TRUE(state.recordBuiltUpdate(p, round == 3 ? &residual : nullptr, 2, &dropped).ok());
+  }
+  EXPECT_EQ(dropped, 1u);
+  auto pending = state.pendingUpdates();
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ((*pending)[0].round, 2u);
+  EXPECT_EQ((*pending)[1].envelope, (Bytes{1, 2, 3}));
+  EXPECT_TRUE(state.roundSent(1).value());
+  EXPECT_FALSE(state.roundSent(4).value());
+  EXPECT_EQ(state.counter(kUpdatesSent).value(), 3u);
+  EXPECT_EQ(state.counter(kLastRound).value(), 3u);
+
+  ASSERT_TRUE(state.recordAck(2, "rejected", "Overloaded", true).ok());
+  EXPECT_EQ(state.pendingUpdates()->size(), 2u);
+  ASSERT_TRUE(state.recordAck(2, "accepted", "", false).ok());
+  EXPECT_EQ(state.pendingUpdates()->size(), 1u);
+  ASSERT_TRUE(state.dropPending(3).ok());
+  EXPECT_TRUE(state.pendingUpdates()->empty());
+
+  auto r = state.residual("mlp:2-2");
+  ASSERT_TRUE(r.ok() && r->has_value());
+  EXPECT_EQ(r->value().values, residual.values);
+  EXPECT_FALSE(state.residual("mlp:3-3")->has_value());
+}
+
+}  // namespace
+}  // namespace edgefl::device
