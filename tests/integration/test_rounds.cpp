@@ -126,7 +126,7 @@ TEST(Rounds, DeadlineWithTooFewUpdatesFails) {
   ASSERT_TRUE(sent(d.send(d.buildUpdate(trainData(), slice(0, 200)))));
   ASSERT_EQ(d.waitAck()->verdict, wire::Verdict::ACCEPTED);
   auto reg = registryOf(fleet);
-  ASSERT_TRUE(eventually([&] { return reg.round(1)->state == server::RoundState::Failed; }, 5s));
+  ASSERT_TRUE(eventually([&] { return reg.round(1)->state == server::RoundState::Failed; }, 15s));
   EXPECT_NE(reg.round(1)->outcome.find("too few updates: 1 < 2"), std::string::npos)
       << reg.round(1)->outcome;
   EXPECT_EQ(reg.models().size(), 1u);

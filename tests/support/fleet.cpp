@@ -53,7 +53,7 @@ TestDevice::TestDevice(TestFleet& fleet, const std::string& id)
   // Enrollment signals the broker to reload its password file; retry until
   // it has.
   int rc = -1;
-  for (int i = 0; i < 50 && rc != 0; ++i) {
+  for (int i = 0; i < 100 && rc != 0; ++i) {
     if (i > 0) {
       std::this_thread::sleep_for(50ms);
       mqtt_ = std::make_unique<MqttClient>(id, id, readPassword(enrolled->passwordFile));
