@@ -233,18 +233,20 @@ struct Coordinator::Impl {
   void workerLoop() {
     for (;;) {
       Pending p;
+      std::size_t depth = 0;
       {
         std::unique_lock lock(queueMu);
         queueCv.wait(lock, [&] { return stopping || !queue.empty(); });
         if (stopping && queue.empty()) return;
         p = std::move(queue.front());
         queue.pop_front();
+        depth = queue.size();
       }
       std::shared_ptr<const RoundContext> ctx;
       {
         std::lock_guard s(mu);
         ctx = round;
-        stats.queueDepth = queue.size();
+        stats.queueDepth = depth;
       }
       Verdict v = verifier.verify(p.message.topic, p.message.payload, *ctx);
       commit(std::move(v));
