@@ -36,7 +36,9 @@ Verdict UpdateVerifier::verify(std::string_view topic, ByteView payload,
 
   auto where = parseDeviceTopic(options_.fleet, topic);
   if (!where || where->leaf != "update") {
-    return reject(Code::BadTopic, "'" + std::string(topic) + "' is not a device update topic");
+    std::string detail(1, '\'');  // built by appends: GCC 12 -Wrestrict misfires on "'" + s
+    detail.append(topic).append("' is not a device update topic");
+    return reject(Code::BadTopic, std::move(detail));
   }
   v.deviceId = where->deviceId;
 

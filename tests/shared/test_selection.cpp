@@ -22,7 +22,8 @@ TEST(Selection, FractionSelectsAboutThatShareAndIsDeterministic) {
 TEST(Selection, RoundsAndSaltsGiveDifferentGroups) {
   int same = 0;
   for (int i = 0; i < 2000; ++i) {
-    const std::string id = "d" + std::to_string(i);
+    std::string id = "d";
+    id += std::to_string(i);
     same += selectedByFraction(1, 1, 0.5f, id) == selectedByFraction(1, 2, 0.5f, id);
   }
   EXPECT_NEAR(same, 1000, 150);  // independent rounds agree half the time
