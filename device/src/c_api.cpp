@@ -93,7 +93,16 @@ void copyText(char* out, std::size_t size, const std::string& text) {
   out[n] = '\0';
 }
 
-edgefl::LogLevel toLogLevel(edgefl_log_level level) {
+// The int stored in a C enum field, read without an enum-typed load.
+template <typename E>
+int rawEnum(const E& field) {
+  static_assert(sizeof(E) == sizeof(int));
+  int v = 0;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
+}
+
+edgefl::LogLevel toLogLevel(int level) {
   switch (level) {
     case EDGEFL_LOG_DEBUG: return edgefl::LogLevel::Debug;
     case EDGEFL_LOG_INFO: return edgefl::LogLevel::Info;
@@ -218,14 +227,16 @@ edgefl_status edgefl_device_open(const edgefl_device_config* config, edgefl_devi
     if (c.max_stored_samples != 0) cfg.limits.maxStoredSamples = c.max_stored_samples;
     if (c.max_pending_updates != 0) cfg.limits.maxPendingUpdates = c.max_pending_updates;
     if (c.max_batch != 0) cfg.limits.maxBatch = c.max_batch;
-    if (c.sample_store != EDGEFL_STORE_SQLITE && c.sample_store != EDGEFL_STORE_MEMORY) {
-      return fail(EDGEFL_STATUS_BAD_CONFIG,
-                  "sample_store " + std::to_string(static_cast<int>(c.sample_store)));
+    // C callers may store any int in an enum field; in C++ loading a value
+    // outside the enumerators is undefined, so read the raw int.
+    const int storeKind = rawEnum(c.sample_store);
+    if (storeKind != EDGEFL_STORE_SQLITE && storeKind != EDGEFL_STORE_MEMORY) {
+      return fail(EDGEFL_STATUS_BAD_CONFIG, "sample_store " + std::to_string(storeKind));
     }
-    cfg.sampleStore = c.sample_store == EDGEFL_STORE_MEMORY ? edgefl::SampleStoreKind::Memory
-                                                            : edgefl::SampleStoreKind::Sqlite;
+    cfg.sampleStore = storeKind == EDGEFL_STORE_MEMORY ? edgefl::SampleStoreKind::Memory
+                                                       : edgefl::SampleStoreKind::Sqlite;
     cfg.durableWrites = c.durable_writes != 0;
-    cfg.logLevel = toLogLevel(c.log_level);
+    cfg.logLevel = toLogLevel(rawEnum(c.log_level));
     if (c.log != nullptr) {
       edgefl_log_fn log = c.log;
       void* user = c.log_user;

@@ -51,13 +51,13 @@ Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeL
                                          std::to_string(bytes.size()) + " (trailing bytes)");
   }
 
+  // Always an owned, aligned copy: a decoded message must not depend on the
+  // lifetime of the caller's buffer (a temporary would leave it dangling).
+  // The copy costs far less than the BLAKE2b pass over the same bytes.
   auto holder = std::make_unique<MessageHolder>();
-  const capnp::word* words = reinterpret_cast<const capnp::word*>(bytes.data());
-  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(capnp::word) != 0) {
-    holder->copy = kj::heapArray<capnp::word>(bytes.size() / 8);
-    std::memcpy(holder->copy.begin(), bytes.data(), bytes.size());
-    words = holder->copy.begin();
-  }
+  holder->copy = kj::heapArray<capnp::word>(bytes.size() / 8);
+  std::memcpy(holder->copy.begin(), bytes.data(), bytes.size());
+  const capnp::word* words = holder->copy.begin();
   holder->bytes = ByteView(reinterpret_cast<const std::uint8_t*>(words), bytes.size());
   capnp::ReaderOptions options;
   options.traversalLimitInWords =

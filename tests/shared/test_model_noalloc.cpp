@@ -170,9 +170,10 @@ class AllocationWatch {
   bool eigenFlag_;
 };
 
-void requireCounting() {
-  if (!EDGEFL_COUNT_ALLOCATIONS) GTEST_SKIP() << "allocation counting needs glibc, no sanitizer";
-}
+// A macro, not a function: GTEST_SKIP() returns from the function it is in,
+// and the test body must end there.
+#define REQUIRE_COUNTING() \
+  if (!EDGEFL_COUNT_ALLOCATIONS) GTEST_SKIP() << "allocation counting needs glibc, no sanitizer"
 
 std::vector<float> pixels(std::size_t n, std::uint32_t seed) {
   std::mt19937 rng(seed);
@@ -204,7 +205,7 @@ std::vector<Model> models() {
 }
 
 TEST(ModelNoAlloc, TheCounterSeesAllocations) {
-  requireCounting();
+  REQUIRE_COUNTING();
   AllocationWatch watch(false);
   // Through a volatile pointer: the compiler may elide a new/delete pair.
   static int* volatile boxed = nullptr;
@@ -224,7 +225,7 @@ std::string isaTestName(const ::testing::TestParamInfo<KernelIsa>& param) {
 class ModelNoAllocIsa : public ::testing::TestWithParam<KernelIsa> {
  protected:
   void SetUp() override {
-    requireCounting();
+    REQUIRE_COUNTING();
     if (IsSkipped()) return;
     if (!kernelIsaAvailable(GetParam())) GTEST_SKIP() << "not available on this CPU";
   }

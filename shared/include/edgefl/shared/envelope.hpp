@@ -41,7 +41,7 @@ struct DecodeLimits {
 
 namespace detail {
 struct MessageHolder {
-  kj::Array<capnp::word> copy;  // set when the input was not word-aligned
+  kj::Array<capnp::word> copy;  // the message, owned and word-aligned
   std::unique_ptr<capnp::FlatArrayMessageReader> reader;
   ByteView bytes;
 };
@@ -58,7 +58,8 @@ template <typename T>
 class Parsed {
  public:
   typename T::Reader root() const { return root_; }
-  // The bytes the message was read from (they live as long as this object).
+  // The message's bytes (an owned copy: they live as long as this object,
+  // whatever happened to the buffer it was parsed from).
   ByteView bytes() const { return holder_->bytes; }
 
   static Result<Parsed<T>> parse(ByteView bytes, const DecodeLimits& limits) {
