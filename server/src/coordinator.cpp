@@ -134,13 +134,13 @@ struct Coordinator::Impl {
   std::vector<std::thread> workers;
   bool started = false;
 
-  Impl(CoordinatorConfig c, LogSink l, Registry r, KeyPair k)
+  Impl(CoordinatorConfig c, LogSink l, Registry r, KeyPair k, VerifierOptions v, RolloutOptions ro)
       : config(std::move(c)),
         log(std::move(l)),
         registry(std::move(r)),
         key(std::move(k)),
-        verifier(VerifierOptions{}),
-        rollout(RolloutOptions{}) {}
+        verifier(std::move(v)),
+        rollout(ro) {}
 
   void info(const std::string& s) const { log(LogLevel::Info, s); }
   void warn(const std::string& s) const { log(LogLevel::Warn, s); }
@@ -974,8 +974,19 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
   if (!key.ok()) return key.error();
   auto registry = Registry::open(config.resolve(config.registry.path));
   if (!registry.ok()) return registry.error();
+  VerifierOptions vo;
+  vo.fleet = config.fleet.name;
+  vo.limits.maxBytes = static_cast<std::size_t>(config.broker.maxMessageBytes);
+  vo.maxUpdateNorm = config.ingest.maxUpdateNorm;
+  vo.enforceSelection = true;
+  RolloutOptions ro;
+  ro.windowSeconds = config.rollout.windowSeconds;
+  ro.minReports = static_cast<std::uint64_t>(config.rollout.minReports);
+  ro.maxAccuracyDrop = config.rollout.maxAccuracyDrop;
+  ro.minShadowAgreement = config.rollout.minShadowAgreement;
+  ro.maxHealthFailures = static_cast<std::uint64_t>(config.rollout.maxHealthFailures);
   auto impl = std::make_unique<Impl>(config, std::move(log), std::move(registry.value()),
-                                     std::move(key.value()));
+                                     std::move(key.value()), std::move(vo), ro);
   auto delegation = readFileBytes(config.resolve(config.keys.coordinatorDelegation).string(), 1 << 16);
   if (!delegation.ok()) return delegation.error();
   impl->delegation = std::move(delegation.value());
@@ -986,9 +997,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
     if (!root.ok()) return root.error();
     Keyring ring;
     ring.add(*root, Role::ROOT);
-    VerifyOptions vo;
-    vo.fleet = config.fleet.name;
-    auto subject = verifyDelegation(impl->delegation, ring, vo);
+    VerifyOptions chain;
+    chain.fleet = config.fleet.name;
+    auto subject = verifyDelegation(impl->delegation, ring, chain);
     if (!subject.ok()) {
       return makeError(Code::DelegationInvalid,
                        "coordinator delegation: " + subject.error().toString());
@@ -1000,21 +1011,6 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
     }
   }
 
-  VerifierOptions vo;
-  vo.fleet = config.fleet.name;
-  vo.limits.maxBytes = static_cast<std::size_t>(config.broker.maxMessageBytes);
-  vo.maxUpdateNorm = config.ingest.maxUpdateNorm;
-  vo.enforceSelection = true;
-  impl->verifier.~UpdateVerifier();
-  new (&impl->verifier) UpdateVerifier(vo);
-
-  RolloutOptions ro;
-  ro.windowSeconds = config.rollout.windowSeconds;
-  ro.minReports = static_cast<std::uint64_t>(config.rollout.minReports);
-  ro.maxAccuracyDrop = config.rollout.maxAccuracyDrop;
-  ro.minShadowAgreement = config.rollout.minShadowAgreement;
-  ro.maxHealthFailures = static_cast<std::uint64_t>(config.rollout.maxHealthFailures);
-  impl->rollout = RolloutController(ro);
   impl->rng.seed(std::hash<std::string>{}(config.fleet.name) ^ static_cast<std::uint64_t>(nowSeconds()));
 
   auto holdout = loadDataset(config.validation.holdout);
