@@ -15,6 +15,7 @@
 
 #include "edgefl/shared/delta.hpp"
 #include "edgefl/shared/envelope.hpp"
+#include "random_data.hpp"
 
 namespace edgefl {
 namespace {
@@ -33,11 +34,7 @@ const Shape& shape(std::int64_t which) {
 }
 
 std::vector<float> randomDelta(std::size_t n) {
-  std::mt19937_64 rng(7);
-  std::normal_distribution<float> dist(0.0f, 0.01f);
-  std::vector<float> out(n);
-  for (float& v : out) v = dist(rng);
-  return out;
+  return bench::normalFloats(n, 0.01f, 7);
 }
 
 DeltaOptions optionsFor(std::int64_t codec) {
