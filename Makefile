@@ -21,6 +21,13 @@ build: configure
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# The demo: builds the CLI, the coordinator and the simulator, then runs a
+# fleet of 100 virtual devices through 20 rounds (tools/demo.sh).
+.PHONY: demo
+demo: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target edgefl edgefl-coordinator edgefl-sim
+	@BUILD_DIR=$(BUILD_DIR) bash tools/demo.sh
+
 format:
 	@git ls-files '*.cpp' '*.hpp' '*.h' '*.c' | xargs clang-format -i
 

@@ -454,6 +454,7 @@ Status DeviceCore::handleMessage(std::string_view topic, ByteView payload) {
   Status result;
   {
     std::lock_guard lock(mu_);
+    bytesReceived_ += payload.size();
     if (topic == topicStable_) {
       result = handleDeployment(Channel::STABLE, payload);
     } else if (topic == topicCanary_) {
@@ -759,9 +760,15 @@ void DeviceCore::runTraining(const RoundPlan& plan, std::shared_ptr<const Cached
   }
 }
 
+bool DeviceCore::sendLocked(const std::string& topic, ByteView payload) {
+  if (!transport_->publish(topic, payload, false)) return false;
+  bytesSent_ += payload.size();
+  return true;
+}
+
 void DeviceCore::publishPending(PendingEntry& entry) {
   if (transport_ == nullptr || !transport_->connected()) return;
-  if (transport_->publish(topicUpdate_, entry.update.envelope, false)) entry.lastSent = now();
+  if (sendLocked(topicUpdate_, entry.update.envelope)) entry.lastSent = now();
 }
 
 Status DeviceCore::publishUpdate(ByteView bytes) {
@@ -769,7 +776,7 @@ Status DeviceCore::publishUpdate(ByteView bytes) {
   if (transport_ == nullptr || !transport_->connected()) {
     return makeError(Code::NotFound, "not connected");
   }
-  if (!transport_->publish(topicUpdate_, bytes, false)) {
+  if (!sendLocked(topicUpdate_, bytes)) {
     return makeError(Code::IoError, "publish to " + topicUpdate_ + " failed");
   }
   return {};
@@ -1067,6 +1074,8 @@ DeviceStatus DeviceCore::statusLocked() const {
   s.lastAckVerdict = lastAckVerdict_;
   s.lastAckReason = lastAckReason_;
   s.telemetrySent = telemetrySent_;
+  s.bytesSent = bytesSent_;
+  s.bytesReceived = bytesReceived_;
 
   std::lock_guard lock(scoreMu_);
   if (active_) {
@@ -1141,7 +1150,7 @@ Result<Bytes> DeviceCore::telemetryEnvelope() {
 
 void DeviceCore::sendTelemetryLocked() {
   const Bytes envelope = buildTelemetryLocked();
-  if (transport_ != nullptr && transport_->publish(topicTelemetry_, envelope, false)) {
+  if (transport_ != nullptr && sendLocked(topicTelemetry_, envelope)) {
     ++telemetrySent_;
   }
 }

@@ -44,9 +44,13 @@ Verdict UpdateVerifier::verify(std::string_view topic, ByteView payload,
 
   auto envelope = parseEnvelope(payload, options_.limits);
   if (!envelope.ok()) return reject(envelope.code(), envelope.error().detail);
+  // From here on the digest names the signed Update payload, as the device
+  // that built it does (the envelope around it may be re-sealed).
+  const auto signedPayload = envelope->root().getPayload();
+  v.digest = blake2b256(ByteView(signedPayload.begin(), signedPayload.size()));
   auto keys = this->keys();
-  auto id = arrayFromBytes<kKeyIdBytes>(
-      ByteView(envelope->root().getSignerKeyId().begin(), envelope->root().getSignerKeyId().size()));
+  auto id = arrayFromBytes<kKeyIdBytes>(ByteView(envelope->root().getSignerKeyId().begin(),
+                                                 envelope->root().getSignerKeyId().size()));
   if (id && keys->revoked.count(*id) > 0) {
     return reject(Code::Revoked, "signer key " + toHex(*id) + " was revoked");
   }
@@ -105,8 +109,8 @@ Verdict UpdateVerifier::verify(std::string_view topic, ByteView payload,
   v.sampleCount = u.getSampleCount();
   if (v.sampleCount == 0 || v.sampleCount > options_.maxSampleCount) {
     return reject(Code::BadField, "sampleCount " + std::to_string(v.sampleCount) +
-                                      " is outside [1, " +
-                                      std::to_string(options_.maxSampleCount) + "]");
+                                      " is outside [1, " + std::to_string(options_.maxSampleCount) +
+                                      "]");
   }
   std::uint64_t total = totalElements(round.tensorSizes);
   v.delta.assign(total, 0.0f);

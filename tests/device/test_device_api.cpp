@@ -206,6 +206,10 @@ TEST_F(DeviceApiTest, DevicesShareAnExecutorAndTheirModels) {
     auto v = decodeVerified<wire::Update>(sent[i][0], ring);
     ASSERT_TRUE(v.ok());
     EXPECT_EQ(std::string(v->root().getDeviceId()), "dev-" + std::to_string(i));
+    // Byte counters: the update out; the deployment and the task in.
+    const DeviceStatus st = devices[i]->status();
+    EXPECT_EQ(st.bytesSent, sent[i][0].size());
+    EXPECT_EQ(st.bytesReceived, fleet.deployment(model).size() + task.size());
   }
   // Closing with nothing queued, and the pool outliving the devices.
   devices.clear();

@@ -33,7 +33,9 @@ std::vector<std::uint32_t> slice(std::uint32_t begin, std::uint32_t count) {
   return v;
 }
 
-bool sent(int rc) { return rc >= 0 && rc < 0x80; }
+bool sent(int rc) {
+  return rc >= 0 && rc < 0x80;
+}
 
 template <typename F>
 bool eventually(F&& condition, std::chrono::milliseconds timeout = 15s) {
@@ -48,9 +50,8 @@ bool eventually(F&& condition, std::chrono::milliseconds timeout = 15s) {
 class RunningCoordinator {
  public:
   explicit RunningCoordinator(test::TestFleet& fleet) {
-    auto c = Coordinator::open(fleet.config(), std::getenv("EDGEFL_TEST_LOG")
-                                                   ? stderrSink(LogLevel::Debug)
-                                                   : nullSink());
+    auto c = Coordinator::open(
+        fleet.config(), std::getenv("EDGEFL_TEST_LOG") ? stderrSink(LogLevel::Debug) : nullSink());
     if (!c.ok()) throw std::runtime_error(c.error().toString());
     coordinator_ = std::move(c.value());
     if (!coordinator_->start().ok()) throw std::runtime_error("start");
@@ -104,9 +105,18 @@ TEST(Rounds, TargetCountSelectsWithOverSelection) {
     if (in[static_cast<std::size_t>(i)]->round() != 1) {
       ASSERT_TRUE(in[static_cast<std::size_t>(i)]->waitRound());
     }
-    ASSERT_TRUE(sent(in[static_cast<std::size_t>(i)]->send(
-        in[static_cast<std::size_t>(i)]->buildUpdate(trainData(), slice(200 * i, 200)))));
-    ASSERT_EQ(in[static_cast<std::size_t>(i)]->waitAck()->verdict, wire::Verdict::ACCEPTED);
+    const Bytes update =
+        in[static_cast<std::size_t>(i)]->buildUpdate(trainData(), slice(200 * i, 200));
+    ASSERT_TRUE(sent(in[static_cast<std::size_t>(i)]->send(update)));
+    auto accepted = in[static_cast<std::size_t>(i)]->waitAck();
+    ASSERT_TRUE(accepted.has_value());
+    ASSERT_EQ(accepted->verdict, wire::Verdict::ACCEPTED);
+    // The ack names the signed Update payload (what the device keeps pending).
+    auto envelope = parseEnvelope(update);
+    ASSERT_TRUE(envelope.ok());
+    auto payload = envelope->root().getPayload();
+    const Digest expected = blake2b256(ByteView(payload.begin(), payload.size()));
+    EXPECT_EQ(accepted->updateDigest, Bytes(expected.begin(), expected.end()));
   }
   auto reg = registryOf(fleet);
   ASSERT_TRUE(eventually([&] { return reg.round(1)->state == server::RoundState::Closed; }));
@@ -158,17 +168,20 @@ TEST_P(Triggers, OpenARoundByThemselves) {
 
 INSTANTIATE_TEST_SUITE_P(
     Coordinator, Triggers,
-    ::testing::Values(
-        TriggerCase{"schedule", [](auto& c) { c.triggers.scheduleSeconds = 2; },
-                    [](test::TestDevice&) {}},
-        TriggerCase{"data", [](auto& c) { c.triggers.newDataSamples = 100; },
-                    [](test::TestDevice& d) { ASSERT_TRUE(sent(d.sendTelemetry(false, 1, 0, 0, 0, 150))); }},
-        TriggerCase{"drift", [](auto& c) { c.triggers.driftPsi = 0.2; },
-                    [](test::TestDevice& d) {
-                      ASSERT_TRUE(sent(d.sendTelemetry(false, 1, 0, 0, 0, 0, 0.5f)));
-                    }},
-        TriggerCase{"degradation", [](auto& c) { c.triggers.degradationDrop = 0.05; },
-                    [](test::TestDevice& d) { ASSERT_TRUE(sent(d.sendTelemetry(false, 1, 500, 0.0f))); }}),
+    ::testing::Values(TriggerCase{"schedule", [](auto& c) { c.triggers.scheduleSeconds = 2; },
+                                  [](test::TestDevice&) {}},
+                      TriggerCase{"data", [](auto& c) { c.triggers.newDataSamples = 100; },
+                                  [](test::TestDevice& d) {
+                                    ASSERT_TRUE(sent(d.sendTelemetry(false, 1, 0, 0, 0, 150)));
+                                  }},
+                      TriggerCase{"drift", [](auto& c) { c.triggers.driftPsi = 0.2; },
+                                  [](test::TestDevice& d) {
+                                    ASSERT_TRUE(sent(d.sendTelemetry(false, 1, 0, 0, 0, 0, 0.5f)));
+                                  }},
+                      TriggerCase{"degradation", [](auto& c) { c.triggers.degradationDrop = 0.05; },
+                                  [](test::TestDevice& d) {
+                                    ASSERT_TRUE(sent(d.sendTelemetry(false, 1, 500, 0.0f)));
+                                  }}),
     [](const auto& param) { return param.param.name; });
 
 TEST(Rounds, AsynchronousBufferTakesStaleUpdatesWithTheirStaleness) {
@@ -206,7 +219,8 @@ TEST(Rounds, AsynchronousBufferTakesStaleUpdatesWithTheirStaleness) {
     for (const auto& u : reg.updates()) {
       all += std::to_string(u.round) + " " + u.deviceId + " " + u.reason + " " + u.detail + "\n";
     }
-    for (const auto& m : reg.models()) all += "v" + std::to_string(m.version) + " " + m.reason + "\n";
+    for (const auto& m : reg.models())
+      all += "v" + std::to_string(m.version) + " " + m.reason + "\n";
     return all;
   }();
   auto cu = reg.update(2, "c");

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <map>
 #include <random>
+#include <sstream>
 #include <thread>
 
 namespace edgefl::test {
@@ -35,6 +36,13 @@ TempDir::TempDir(const std::string& prefix) {
 TempDir::~TempDir() {
   std::error_code ec;
   fs::remove_all(path_, ec);
+}
+
+std::string readTextFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
 }
 
 int freeLoopbackPort() {
@@ -80,9 +88,13 @@ bool portAccepts(int port) {
 
 }  // namespace
 
-Broker::Broker(fs::path fleetDir, int port) : fleetDir_(std::move(fleetDir)), port_(port) { start(); }
+Broker::Broker(fs::path fleetDir, int port) : fleetDir_(std::move(fleetDir)), port_(port) {
+  start();
+}
 
-Broker::~Broker() { stop(); }
+Broker::~Broker() {
+  stop();
+}
 
 void Broker::start() {
   if (pid_ > 0) return;
@@ -135,8 +147,8 @@ struct MqttClient::State {
   std::mutex mu;
   std::condition_variable cv;
   int connack = -2;
-  std::map<int, int> subacks;   // mid -> granted qos
-  std::map<int, int> pubacks;   // mid -> reason code
+  std::map<int, int> subacks;  // mid -> granted qos
+  std::map<int, int> pubacks;  // mid -> reason code
   std::deque<Message> messages;
 };
 
@@ -159,14 +171,13 @@ MqttClient::MqttClient(const std::string& clientId, const std::string& user,
         s->connack = rc;
         s->cv.notify_all();
       });
-  mosquitto_subscribe_v5_callback_set(
-      mosq_, [](mosquitto*, void* obj, int mid, int count, const int* granted,
-                const mosquitto_property*) {
-        auto* s = static_cast<State*>(obj);
-        std::lock_guard lock(s->mu);
-        s->subacks[mid] = count > 0 ? granted[0] : -1;
-        s->cv.notify_all();
-      });
+  mosquitto_subscribe_v5_callback_set(mosq_, [](mosquitto*, void* obj, int mid, int count,
+                                                const int* granted, const mosquitto_property*) {
+    auto* s = static_cast<State*>(obj);
+    std::lock_guard lock(s->mu);
+    s->subacks[mid] = count > 0 ? granted[0] : -1;
+    s->cv.notify_all();
+  });
   mosquitto_publish_v5_callback_set(
       mosq_, [](mosquitto*, void* obj, int mid, int reason, const mosquitto_property*) {
         auto* s = static_cast<State*>(obj);
@@ -205,7 +216,8 @@ int MqttClient::subscribe(const std::string& topic, int qos, std::chrono::millis
   int mid = 0;
   if (mosquitto_subscribe(mosq_, &mid, topic.c_str(), qos) != MOSQ_ERR_SUCCESS) return -1;
   std::unique_lock lock(state_->mu);
-  if (!state_->cv.wait_for(lock, timeout, [&] { return state_->subacks.count(mid) > 0; })) return -1;
+  if (!state_->cv.wait_for(lock, timeout, [&] { return state_->subacks.count(mid) > 0; }))
+    return -1;
   return state_->subacks[mid];
 }
 
@@ -217,7 +229,8 @@ int MqttClient::publish(const std::string& topic, const std::vector<std::uint8_t
   if (rc != MOSQ_ERR_SUCCESS) return -1;
   if (qos == 0) return 0;
   std::unique_lock lock(state_->mu);
-  if (!state_->cv.wait_for(lock, timeout, [&] { return state_->pubacks.count(mid) > 0; })) return -1;
+  if (!state_->cv.wait_for(lock, timeout, [&] { return state_->pubacks.count(mid) > 0; }))
+    return -1;
   return state_->pubacks[mid];
 }
 

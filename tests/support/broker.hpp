@@ -33,6 +33,9 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// The whole file as text; empty when it cannot be read.
+std::string readTextFile(const std::filesystem::path& path);
+
 // A loopback TCP port that was free a moment ago.
 int freeLoopbackPort();
 

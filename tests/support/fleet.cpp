@@ -121,9 +121,9 @@ bool TestDevice::waitRound(std::chrono::milliseconds timeout) {
   VerifyOptions vo;
   vo.fleet = fleet_.name();
   while (std::chrono::steady_clock::now() < deadline) {
-    auto m = nextOn(roundTopic(fleet_.name()),
-                    std::chrono::duration_cast<std::chrono::milliseconds>(
-                        deadline - std::chrono::steady_clock::now()));
+    auto m =
+        nextOn(roundTopic(fleet_.name()), std::chrono::duration_cast<std::chrono::milliseconds>(
+                                              deadline - std::chrono::steady_clock::now()));
     while (m) {
       auto newer = nextOn(roundTopic(fleet_.name()), 150ms);
       if (!newer) break;
@@ -165,8 +165,9 @@ Bytes TestDevice::updatePayload(std::uint64_t round, const Digest& base,
     std::size_t offset = 0;
     for (std::size_t i = 0; i < tensorSizes.size(); ++i) {
       tensors[static_cast<unsigned>(i)].setElementCount(tensorSizes[i]);
-      tensors[static_cast<unsigned>(i)].setDense(kj::arrayPtr(
-          reinterpret_cast<const kj::byte*>(delta.data() + offset), tensorSizes[i] * sizeof(float)));
+      tensors[static_cast<unsigned>(i)].setDense(
+          kj::arrayPtr(reinterpret_cast<const kj::byte*>(delta.data() + offset),
+                       tensorSizes[i] * sizeof(float)));
       offset += tensorSizes[i];
     }
   }
@@ -192,13 +193,14 @@ Bytes TestDevice::buildUpdate(const Dataset& data, std::span<const std::uint32_t
   std::vector<float> delta(local.parameterCount());
   (void)computeDelta(local.parameters(), model_->parameters(), delta);
   if (tamper) tamper(delta);
-  const std::uint32_t n = sampleCount != 0 ? sampleCount : static_cast<std::uint32_t>(indices.size());
+  const std::uint32_t n =
+      sampleCount != 0 ? sampleCount : static_cast<std::uint32_t>(indices.size());
   return sign(updatePayload(round_, baseDigest_, delta, model_->tensorSizes(), n));
 }
 
 int TestDevice::send(const Bytes& bytes, const std::string& topicDevice) {
-  return mqtt_->publish(deviceTopic(fleet_.name(), topicDevice.empty() ? id_ : topicDevice, "update"),
-                        bytes);
+  return mqtt_->publish(
+      deviceTopic(fleet_.name(), topicDevice.empty() ? id_ : topicDevice, "update"), bytes);
 }
 
 std::optional<ReceivedAck> TestDevice::waitAck(std::chrono::milliseconds timeout) {
@@ -208,7 +210,9 @@ std::optional<ReceivedAck> TestDevice::waitAck(std::chrono::milliseconds timeout
   vo.fleet = fleet_.name();
   auto a = decodeVerified<wire::Ack>(m->payload, rootRing_, vo);
   if (!a.ok()) return std::nullopt;
-  return ReceivedAck{a->root().getRound(), a->root().getVerdict(), a->root().getReason()};
+  auto digest = a->root().getUpdateDigest();
+  return ReceivedAck{a->root().getRound(), a->root().getVerdict(), a->root().getReason(),
+                     Bytes(digest.begin(), digest.end())};
 }
 
 std::vector<std::string> TestDevice::selectedDevices() const {

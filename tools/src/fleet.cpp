@@ -12,16 +12,17 @@
 #include <ctime>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <vector>
 
 #include "edgefl/server/coordinator_config.hpp"
-#include "edgefl/tools/model_setup.hpp"
 #include "edgefl/shared/datasets.hpp"
-#include "edgefl/shared/model.hpp"
 #include "edgefl/shared/keys.hpp"
+#include "edgefl/shared/model.hpp"
 #include "edgefl/shared/signing.hpp"
 #include "edgefl/shared/topics.hpp"
+#include "edgefl/tools/model_setup.hpp"
 
 namespace edgefl::tools {
 namespace fs = std::filesystem;
@@ -31,7 +32,8 @@ Status writeFile(const fs::path& path, std::string_view text, mode_t mode) {
   fs::path tmp = path;
   tmp += ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return makeError(Code::IoError, "cannot create " + tmp.string() + ": " + std::strerror(errno));
+  if (fd < 0)
+    return makeError(Code::IoError, "cannot create " + tmp.string() + ": " + std::strerror(errno));
   ::fchmod(fd, mode);
   std::size_t done = 0;
   while (done < text.size()) {
@@ -120,14 +122,25 @@ std::string mosquittoPasswordLine(const std::string& user, const std::string& pa
 
 Status setBrokerUser(const fs::path& passwdFile, const std::string& user,
                      const std::string& password) {
+  const std::pair<std::string, std::string> one{user, password};
+  return setBrokerUsers(passwdFile, std::span(&one, 1));
+}
+
+Status setBrokerUsers(const fs::path& passwdFile,
+                      std::span<const std::pair<std::string, std::string>> users) {
   auto lines = readLines(passwdFile);
   if (!lines.ok()) return lines.error();
+  std::set<std::string> replaced;
+  for (const auto& [user, password] : users) replaced.insert(user);
   std::string text;
-  const std::string prefix = user + ":";
   for (const auto& line : *lines) {
-    if (line.rfind(prefix, 0) != 0 && !line.empty()) text += line + "\n";
+    const auto colon = line.find(':');
+    if (line.empty() || (colon != std::string::npos && replaced.count(line.substr(0, colon)) > 0)) {
+      continue;
+    }
+    text += line + "\n";
   }
-  text += mosquittoPasswordLine(user, password) + "\n";
+  for (const auto& [user, password] : users) text += mosquittoPasswordLine(user, password) + "\n";
   return writeFile(passwdFile, text, 0600);
 }
 
@@ -214,8 +227,8 @@ std::string renderAcl(const std::string& fleet) {
          "# topics and read only the deploy and round topics and its own acks.\n"
          "pattern write "
       << base << "/device/%u/update\npattern write " << base
-      << "/device/%u/telemetry\npattern write " << base << "/device/%u/state\npattern read "
-      << base << "/device/%u/ack\npattern read " << base << "/deploy/+\npattern read " << base
+      << "/device/%u/telemetry\npattern write " << base << "/device/%u/state\npattern read " << base
+      << "/device/%u/ack\npattern read " << base << "/deploy/+\npattern read " << base
       << "/round\n";
   return out.str();
 }
@@ -239,12 +252,12 @@ Status initFleet(const FleetInitOptions& options) {
     if (!loaded.ok()) return loaded.error();
     train = std::move(loaded.value());
   }
-  auto model = createModelFor(options.arch, options.holdout, options.seed,
-                              train ? &*train : nullptr);
+  auto model =
+      createModelFor(options.arch, options.holdout, options.seed, train ? &*train : nullptr);
   if (!model.ok()) return model.error();
   model->meta().fleet = options.name;
-  model->meta().description = "initial " + options.arch + " model (seed " +
-                              std::to_string(options.seed) + ")";
+  model->meta().description =
+      "initial " + options.arch + " model (seed " + std::to_string(options.seed) + ")";
 
   std::error_code ec;
   const fs::path dir = fs::absolute(options.directory);
@@ -253,11 +266,14 @@ Status initFleet(const FleetInitOptions& options) {
   }
   for (const char* sub : {"keys", "broker/data", "devices/revoked", "models"}) {
     fs::create_directories(dir / sub, ec);
-    if (ec) return makeError(Code::IoError, "cannot create " + (dir / sub).string() + ": " + ec.message());
+    if (ec)
+      return makeError(Code::IoError,
+                       "cannot create " + (dir / sub).string() + ": " + ec.message());
   }
   fs::permissions(dir / "keys", fs::perms::owner_all, ec);
 
-  const std::int64_t now = options.now != 0 ? options.now : static_cast<std::int64_t>(std::time(nullptr));
+  const std::int64_t now =
+      options.now != 0 ? options.now : static_cast<std::int64_t>(std::time(nullptr));
   KeyPair root = KeyPair::generate();
   EDGEFL_TRY(root.save(dir / "keys" / "root"));
   KeyPair coordinator = KeyPair::generate();
@@ -273,20 +289,20 @@ Status initFleet(const FleetInitOptions& options) {
   spec.serial = 1;
   spec.comment = "coordinator key of fleet " + options.name;
   Bytes delegation = issueDelegation(root, spec);
-  EDGEFL_TRY(writeFile(dir / "keys" / "coordinator.delegation",
-                       std::string_view(reinterpret_cast<const char*>(delegation.data()),
-                                        delegation.size()),
-                       0644));
+  EDGEFL_TRY(writeFile(
+      dir / "keys" / "coordinator.delegation",
+      std::string_view(reinterpret_cast<const char*>(delegation.data()), delegation.size()), 0644));
 
   const std::string password = randomSecret();
   EDGEFL_TRY(writeFile(dir / "keys" / "coordinator.mqtt-password", password + "\n", 0600));
   EDGEFL_TRY(setBrokerUser(dir / "broker" / "passwd", std::string(kCoordinatorUser), password));
   const std::string observerPassword = randomSecret();
   EDGEFL_TRY(writeFile(dir / "keys" / "observer.mqtt-password", observerPassword + "\n", 0600));
-  EDGEFL_TRY(setBrokerUser(dir / "broker" / "passwd", std::string(kObserverUser), observerPassword));
+  EDGEFL_TRY(
+      setBrokerUser(dir / "broker" / "passwd", std::string(kObserverUser), observerPassword));
   EDGEFL_TRY(writeFile(dir / "broker" / "acl", renderAcl(options.name), 0644));
-  EDGEFL_TRY(writeFile(dir / "broker" / "mosquitto.conf", renderMosquittoConf(dir, options.brokerPort),
-                       0644));
+  EDGEFL_TRY(writeFile(dir / "broker" / "mosquitto.conf",
+                       renderMosquittoConf(dir, options.brokerPort), 0644));
 
   EDGEFL_TRY(saveModel(*model, dir / "models" / "initial.model"));
 
@@ -303,34 +319,57 @@ Status initFleet(const FleetInitOptions& options) {
 
 Result<EnrolledDevice> enrollDevice(const fs::path& fleetDir, const std::string& id,
                                     const PublicKey& key) {
-  EDGEFL_TRY(validateName("device id", id));
-  if (id == kCoordinatorUser || id == kObserverUser) {
-    return makeError(Code::InvalidArgument, "device id '" + id + "' is reserved");
-  }
-  const fs::path devices = fleetDir / "devices";
-  if (!fs::is_directory(devices) || !fs::exists(fleetDir / "broker" / "passwd")) {
+  const DeviceToEnroll one{id, key};
+  auto enrolled = enrollDevices(fleetDir, std::span(&one, 1));
+  if (!enrolled.ok()) return enrolled.error();
+  return std::move(enrolled->front());
+}
+
+Result<std::vector<EnrolledDevice>> enrollDevices(const fs::path& fleetDir,
+                                                  std::span<const DeviceToEnroll> devices) {
+  const fs::path dir = fleetDir / "devices";
+  if (!fs::is_directory(dir) || !fs::exists(fleetDir / "broker" / "passwd")) {
     return makeError(Code::NotFound, fleetDir.string() + " is not a fleet directory");
   }
-  EnrolledDevice out;
-  out.id = id;
-  out.keyId = keyIdOf(key);
-  out.passwordFile = devices / (id + ".mqtt-password");
-  const fs::path pub = devices / (id + ".pub");
-  if (fs::exists(pub)) {
-    auto existing = loadPublicKey(pub);
-    if (!existing.ok()) return existing.error();
-    if (*existing != key) {
-      return makeError(Code::AlreadyExists, "device '" + id + "' is enrolled with another key (" +
-                                                toHex(keyIdOf(*existing)) + ")");
+  // Check everything before writing anything, so a bad entry leaves the
+  // fleet as it was.
+  std::set<std::string> ids;
+  for (const auto& [id, key] : devices) {
+    EDGEFL_TRY(validateName("device id", id));
+    if (id == kCoordinatorUser || id == kObserverUser) {
+      return makeError(Code::InvalidArgument, "device id '" + id + "' is reserved");
     }
-    if (fs::exists(out.passwordFile)) return out;  // already enrolled
-  } else {
-    EDGEFL_TRY(savePublicKey(pub, key));
+    if (!ids.insert(id).second) {
+      return makeError(Code::InvalidArgument, "device id '" + id + "' is listed twice");
+    }
+    const fs::path pub = dir / (id + ".pub");
+    if (fs::exists(pub)) {
+      auto existing = loadPublicKey(pub);
+      if (!existing.ok()) return existing.error();
+      if (*existing != key) {
+        return makeError(Code::AlreadyExists, "device '" + id + "' is enrolled with another key (" +
+                                                  toHex(keyIdOf(*existing)) + ")");
+      }
+    }
   }
-  const std::string password = randomSecret();
-  EDGEFL_TRY(writeFile(out.passwordFile, password + "\n", 0600));
-  EDGEFL_TRY(setBrokerUser(fleetDir / "broker" / "passwd", id, password));
-  reloadBroker(fleetDir);
+  std::vector<EnrolledDevice> out;
+  std::vector<std::pair<std::string, std::string>> users;
+  for (const auto& [id, key] : devices) {
+    EnrolledDevice& e = out.emplace_back();
+    e.id = id;
+    e.keyId = keyIdOf(key);
+    e.passwordFile = dir / (id + ".mqtt-password");
+    const fs::path pub = dir / (id + ".pub");
+    if (fs::exists(pub) && fs::exists(e.passwordFile)) continue;  // already enrolled
+    if (!fs::exists(pub)) EDGEFL_TRY(savePublicKey(pub, key));
+    const std::string password = randomSecret();
+    EDGEFL_TRY(writeFile(e.passwordFile, password + "\n", 0600));
+    users.emplace_back(id, password);
+  }
+  if (!users.empty()) {
+    EDGEFL_TRY(setBrokerUsers(fleetDir / "broker" / "passwd", users));
+    reloadBroker(fleetDir);
+  }
   return out;
 }
 

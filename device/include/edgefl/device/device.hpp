@@ -291,6 +291,10 @@ struct DeviceStatus {
   std::string lastAckVerdict;  // "accepted", "rejected", "duplicate" or ""
   std::string lastAckReason;
   std::uint64_t telemetrySent = 0;
+  // Payload bytes of the messages sent (updates, telemetry) and received
+  // (deployments, round tasks, acks) since the device was opened.
+  std::uint64_t bytesSent = 0;
+  std::uint64_t bytesReceived = 0;
 
   struct Drift {
     std::uint64_t samples = 0;

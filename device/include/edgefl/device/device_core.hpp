@@ -135,6 +135,9 @@ class DeviceCore {
   void restoreSlots();
   void maybeStartTraining();
   void runTraining(const RoundPlan& plan, std::shared_ptr<const CachedModel> base);
+  // Publishes (QoS 1, not retained) through the transport and counts the
+  // bytes; false when the transport could not queue it.
+  bool sendLocked(const std::string& topic, ByteView payload);
   void publishPending(PendingEntry& entry);
   Bytes buildTelemetryLocked();
   void sendTelemetryLocked();
@@ -180,6 +183,10 @@ class DeviceCore {
   std::uint64_t healthFailures_ = 0;
   std::uint64_t telemetrySequence_ = 0;
   std::uint64_t telemetrySent_ = 0;
+  // Message payload bytes through the transport since open (MQTT headers
+  // and the connection's own state messages not included).
+  std::uint64_t bytesSent_ = 0;
+  std::uint64_t bytesReceived_ = 0;
   std::int64_t nextTelemetry_ = 0;
   std::uint64_t updatesSent_ = 0;
   std::uint64_t lastRound_ = 0;

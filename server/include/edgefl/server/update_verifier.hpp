@@ -51,13 +51,13 @@ struct VerifierOptions {
 struct Verdict {
   Code code = Code::Ok;  // Ok = accepted so far
   std::string detail;
-  std::string deviceId;  // from the topic (who the broker says sent it)
+  std::string deviceId;            // from the topic (who the broker says sent it)
   std::uint64_t round = 0;         // the round it is recorded under
   std::uint64_t claimedRound = 0;  // Update.round (differs in asynchronous buffers)
   std::uint32_t sampleCount = 0;
   std::uint32_t staleness = 0;  // stable models between its base and the round's
   double norm = 0;
-  Digest digest{};           // BLAKE2b-256 of the payload
+  Digest digest{};  // BLAKE2b-256 of the Update payload (of the raw bytes when no envelope parses)
   std::vector<float> delta;  // decoded, for accepted updates
   float lossBefore = 0, lossAfter = 0, accuracyBefore = 0, accuracyAfter = 0;
 

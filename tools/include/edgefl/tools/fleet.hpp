@@ -14,7 +14,10 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "edgefl/shared/bytes.hpp"
 #include "edgefl/shared/result.hpp"
@@ -53,6 +56,16 @@ struct EnrolledDevice {
 Result<EnrolledDevice> enrollDevice(const std::filesystem::path& fleetDir, const std::string& id,
                                     const PublicKey& key);
 
+// Enrolls many devices with one rewrite of the password file and one broker
+// reload (a simulated fleet enrolls thousands). Every entry is checked
+// before anything is written; the result is in the order given.
+struct DeviceToEnroll {
+  std::string id;
+  PublicKey key{};
+};
+Result<std::vector<EnrolledDevice>> enrollDevices(const std::filesystem::path& fleetDir,
+                                                  std::span<const DeviceToEnroll> devices);
+
 // Revokes a device: moves its key to devices/revoked/ and removes its broker
 // user. NotFound if it is not enrolled.
 Status revokeDevice(const std::filesystem::path& fleetDir, const std::string& id);
@@ -65,6 +78,9 @@ std::string mosquittoPasswordLine(const std::string& user, const std::string& pa
 // Sets (adds or replaces) a user in a mosquitto password file, atomically.
 Status setBrokerUser(const std::filesystem::path& passwdFile, const std::string& user,
                      const std::string& password);
+// Sets many users with one rewrite (user -> password).
+Status setBrokerUsers(const std::filesystem::path& passwdFile,
+                      std::span<const std::pair<std::string, std::string>> users);
 Status removeBrokerUser(const std::filesystem::path& passwdFile, const std::string& user);
 
 // SIGHUP to the broker whose pid is in broker/mosquitto.pid, if it runs.
