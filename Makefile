@@ -21,6 +21,18 @@ build: configure
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# libFuzzer targets (clang, ASan + UBSan) in $(FUZZ_DIR), each run for
+# FUZZ_SECONDS on a copy of its corpus: see fuzz/run.sh.
+FUZZ_DIR ?= build-fuzz
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_DIR) -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DEDGEFL_BUILD_FUZZ=ON -DEDGEFL_SANITIZE=address,undefined \
+	  -DEDGEFL_BUILD_TESTS=OFF -DEDGEFL_BUILD_BENCH=OFF
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target edgefl_fuzz
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash fuzz/run.sh $(FUZZ_DIR)
+
 # The demo: builds the CLI, the coordinator and the simulator, then runs a
 # fleet of 100 virtual devices through 20 rounds (tools/demo.sh).
 .PHONY: demo
