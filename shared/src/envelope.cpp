@@ -1,5 +1,7 @@
 #include "edgefl/shared/envelope.hpp"
 
+#include <capnp/any.h>
+#include <kj/debug.h>
 #include <kj/exception.h>
 
 #include <cstring>
@@ -78,6 +80,17 @@ void walkValue(capnp::DynamicValue::Reader value);
 void walkList(capnp::DynamicList::Reader list) {
   switch (list.getSchema().whichElementType()) {
     case capnp::schema::Type::STRUCT:
+      // Structs with neither data nor pointers take no bytes but cost a word
+      // each to traverse, so such a list is amplification: the walk passes
+      // and a later read trips the traversal limit. Our builders always
+      // write the schema's sections, so only a crafted message has one.
+      if (list.size() > 0) {
+        const capnp::AnyStruct::Reader first = list[0].as<capnp::DynamicStruct>();
+        KJ_REQUIRE(first.getDataSection().size() > 0 || first.getPointerSection().size() > 0,
+                   "a list of empty structs", list.size());
+      }
+      for (auto element : list) walkValue(element);
+      break;
     case capnp::schema::Type::LIST:
     case capnp::schema::Type::TEXT:
     case capnp::schema::Type::DATA:

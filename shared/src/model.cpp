@@ -95,6 +95,12 @@ Status checkText(const std::string& text, std::string_view what, const ModelLimi
     return makeError(Code::BadModel, std::string(what) + " is " + str(text.size()) +
                                          " bytes; limit is " + str(limits.maxTextBytes));
   }
+  // Cap'n Proto text may hold NUL bytes, but a model written back stops at
+  // the first one, and the parameter digest separates arch from parameters
+  // with a NUL: such a model would not survive its own round trip.
+  if (const auto nul = text.find('\0'); nul != std::string::npos) {
+    return makeError(Code::BadModel, std::string(what) + " has a NUL byte at offset " + str(nul));
+  }
   return {};
 }
 
