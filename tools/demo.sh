@@ -5,17 +5,21 @@
 # rounds of federated training with canary rollouts. Every process it
 # starts is stopped when it ends, also on Ctrl-C.
 #
-# Environment: BUILD_DIR (default build), DEMO_DEVICES, DEMO_ROUNDS,
-# DEMO_ARCH (default mlp:784-128-10), DEMO_STRATEGY (default multi_krum).
+# Environment: BUILD_DIR (default build); DEMO_DIR (default $BUILD_DIR/demo);
+# DEMO_SIM_CONFIG (default firmware-sim/configs/demo.toml); DEMO_DEVICES,
+# DEMO_ROUNDS, DEMO_PARTITION (override the sim config); DEMO_ARCH (default
+# mlp:784-128-10); DEMO_STRATEGY (default multi_krum); DEMO_SET: more
+# coordinator.toml settings, "section.key=value ..." (applied last). The
+# same script runs the scale and NIID-Bench experiments (see README).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-build}
 [[ "$build" = /* ]] || build="$root/$build"
-demo="$build/demo"
+demo=${DEMO_DIR:-$build/demo}
+[[ "$demo" = /* ]] || demo="$root/$demo"
+sim_config=${DEMO_SIM_CONFIG:-$root/firmware-sim/configs/demo.toml}
 fleet="$demo/fleet"
-devices=${DEMO_DEVICES:-100}
-rounds=${DEMO_ROUNDS:-20}
 arch=${DEMO_ARCH:-mlp:784-128-10}
 strategy=${DEMO_STRATEGY:-multi_krum}
 
@@ -68,6 +72,11 @@ set_option() {
   mv "$file.new" "$file"
 }
 
+# Start from scratch, but only ever delete an earlier run's directory.
+if [[ -e "$demo" && -n "$(ls -A "$demo")" && ! -f "$demo/fleet/coordinator.toml" ]]; then
+  echo "demo: $demo exists and is not an earlier demo run; not deleting it" >&2
+  exit 2
+fi
 rm -rf "$demo"
 mkdir -p "$demo"
 port=$(free_port)
@@ -98,6 +107,14 @@ set_option "$conf" rollout max_accuracy_drop 0.05
 set_option "$conf" validation slice_tolerance 0.15
 set_option "$conf" validation slice_min_stable_accuracy 0.80
 
+for setting in ${DEMO_SET:-}; do
+  name=${setting%%=*}
+  set_option "$conf" "${name%%.*}" "${name#*.}" "${setting#*=}"
+done
+
+# A thousand virtual devices need a few thousand descriptors, in the
+# simulator and in the broker.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 mosquitto -c "$fleet/broker/mosquitto.conf" >"$demo/broker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
@@ -108,8 +125,11 @@ done
 pids+=($!)
 
 echo "== coordinator log: $demo/coordinator.log; broker log: $demo/broker.log"
-"$sim" --fleet "$fleet" --config "$root/firmware-sim/configs/demo.toml" \
-  --devices "$devices" --rounds "$rounds" --summary-json "$demo/summary.json" &
+sim_args=(--fleet "$fleet" --config "$sim_config" --summary-json "$demo/summary.json")
+[[ -n "${DEMO_DEVICES:-}" ]] && sim_args+=(--devices "$DEMO_DEVICES")
+[[ -n "${DEMO_ROUNDS:-}" ]] && sim_args+=(--rounds "$DEMO_ROUNDS")
+[[ -n "${DEMO_PARTITION:-}" ]] && sim_args+=(--partition "$DEMO_PARTITION")
+"$sim" "${sim_args[@]}" &
 sim_pid=$!
 pids+=("$sim_pid")
 status=0

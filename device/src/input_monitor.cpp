@@ -6,6 +6,7 @@
 namespace edgefl::device {
 
 void InputMonitor::prepare(const Model& model) {
+  driftCache_.reset();
   const InputSchema& schema = model.inputSchema();
   const ReferenceStats& stats = model.referenceStats();
   featureCount_ = model.featureCount();
@@ -40,6 +41,7 @@ void InputMonitor::reset() {
   std::fill(mean_.begin(), mean_.end(), 0.0);
   std::fill(m2_.begin(), m2_.end(), 0.0);
   samples_ = 0;
+  driftCache_.reset();
 }
 
 SampleCheck InputMonitor::check(std::span<const float> x) const {
@@ -55,6 +57,7 @@ SampleCheck InputMonitor::check(std::span<const float> x) const {
 }
 
 void InputMonitor::add(std::span<const float> x) {
+  driftCache_.reset();
   ++samples_;
   const double n = static_cast<double>(samples_);
   for (std::size_t f = 0; f < featureCount_; ++f) {
@@ -71,7 +74,8 @@ void InputMonitor::add(std::span<const float> x) {
 }
 
 DriftSummary InputMonitor::drift() const {
-  DriftSummary out;
+  if (driftCache_) return *driftCache_;
+  DriftSummary& out = driftCache_.emplace();
   if (bins_ == 0 || samples_ == 0) return out;
   out.samples = samples_;
   double sum = 0;

@@ -2,6 +2,7 @@
 //            --partition iid|dirichlet:A|labels:K|shards:S [--seed S]
 //            [--config sim.toml] --summary-json PATH
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -78,6 +79,13 @@ int main(int argc, char** argv) {
   if (level == "debug") min = LogLevel::Debug;
   if (level == "warn") min = LogLevel::Warn;
   if (level == "error") min = LogLevel::Error;
+
+  // Each virtual device holds a socket and its state database: a thousand
+  // of them need more descriptors than the usual soft limit of 1024.
+  if (rlimit files{}; ::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    (void)::setrlimit(RLIMIT_NOFILE, &files);
+  }
 
   struct sigaction sa {};
   sa.sa_handler = onSignal;

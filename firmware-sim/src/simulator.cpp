@@ -432,7 +432,7 @@ class Simulation {
   void stream(double dt) {
     if (config_.streamPerSecond <= 0) return;
     for (auto& v : devices_) {
-      if (!v->device || v->samples.empty() || !v->device->status().modelLoaded) continue;
+      if (!v->device || v->samples.empty() || v->device->inputCount() == 0) continue;
       v->streamCredit += dt * config_.streamPerSecond;
       while (v->streamCredit >= 1.0) {
         v->streamCredit -= 1.0;
@@ -500,18 +500,29 @@ class Simulation {
     return {up, down};
   }
 
-  // Waits until no round is open and no canary is deciding, feeding the
-  // devices meanwhile.
+  // Waits until no round is open, no canary is deciding and every online
+  // device runs the stable model (a round opened while a deployment is
+  // still spreading finds devices on the old base), feeding the devices
+  // meanwhile.
   Status waitIdle(double timeoutSeconds) {
     const auto deadline = Clock::now() + seconds(timeoutSeconds);
     auto last = Clock::now();
-    while (registry_->openRoundRecord() || registry_->activeDeployment("canary")) {
+    auto busy = [&] {
+      if (registry_->openRoundRecord() || registry_->activeDeployment("canary")) return true;
+      auto stable = registry_->activeDeployment("stable");
+      if (!stable) return false;
+      for (const auto& v : devices_) {
+        if (v->device && v->device->status().activeVersion != stable->version) return true;
+      }
+      return false;
+    };
+    while (busy()) {
       if (Clock::now() >= deadline) {
         return makeError(Code::IoError, "the coordinator stayed busy (a round or a canary) for " +
                                             fixed1(timeoutSeconds) + " s");
       }
       if (stopRequested()) return makeError(Code::IoError, "interrupted");
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
       stream(secondsSince(last));
       last = Clock::now();
       reopenDropouts();
@@ -605,7 +616,7 @@ class Simulation {
                         std::to_string(accepted) + " accepted");
         nextProgress = Clock::now() + std::chrono::milliseconds(500);
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
       stream(secondsSince(last_));
       last_ = Clock::now();
       reopenDropouts();

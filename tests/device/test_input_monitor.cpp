@@ -76,6 +76,11 @@ TEST(InputMonitor, BinsLikeTheReferenceStatistics) {
   EXPECT_EQ(d.worstFeature, 5u);
   EXPECT_GT(d.psiMax, 2.0f);
   EXPECT_NEAR(d.psiMean, d.psiMax / 8, 1e-3f);
+  // The summary is kept between calls and redone after every change.
+  EXPECT_EQ(monitor.drift().psiMax, d.psiMax);
+  monitor.add(data.sample(0));
+  EXPECT_EQ(monitor.drift().samples, 501u);
+  EXPECT_LT(monitor.drift().psiMax, d.psiMax);
 }
 
 TEST(LatencyHistogram, CountsIntoFixedBuckets) {

@@ -7,6 +7,7 @@
 // it can sit on the scoring hot path. Not thread-safe: the owner locks.
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -49,7 +50,8 @@ class InputMonitor {
 
   // PSI of each feature between the histogram of the samples added and the
   // reference histogram; samples = 0 (and no PSI) until something was added
-  // or when the model carries no reference histogram.
+  // or when the model carries no reference histogram. Computed once per
+  // change (a log per feature and bin): telemetry and status ask often.
   DriftSummary drift() const;
   std::vector<FeatureStatistics> featureStatistics() const;
 
@@ -62,6 +64,7 @@ class InputMonitor {
   std::vector<std::uint32_t> counts_;     // featureCount * bins
   std::vector<double> mean_, m2_;         // Welford
   std::uint64_t samples_ = 0;
+  mutable std::optional<DriftSummary> driftCache_;
 };
 
 // Latency of score() in a fixed histogram (no allocation to record).
