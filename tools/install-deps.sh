@@ -8,7 +8,7 @@ packages=(
   build-essential cmake pkg-config git
   clang libclang-rt-14-dev clang-format
   libeigen3-dev
-  libmosquitto-dev mosquitto mosquitto-clients
+  libmosquitto-dev mosquitto mosquitto-clients openssl
   capnproto libcapnp-dev
   libsodium-dev
   libsqlite3-dev sqlite3

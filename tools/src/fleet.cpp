@@ -4,7 +4,9 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sodium.h>
+#include <spawn.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -107,6 +109,28 @@ std::string currentUser() {
   return pw != nullptr && pw->pw_name != nullptr ? pw->pw_name : "mosquitto";
 }
 
+// Runs `argv` (looked up in PATH, no shell) with its output appended to
+// `log`; returns the exit status, or -1 when it cannot start.
+int runLogged(const std::vector<std::string>& argv, const fs::path& log) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&actions, STDOUT_FILENO, log.c_str(),
+                                   O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
+  pid_t pid = -1;
+  const int spawned = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) return -1;
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 }  // namespace
 
 std::string mosquittoPasswordLine(const std::string& user, const std::string& password,
@@ -168,7 +192,69 @@ bool reloadBroker(const fs::path& fleetDir) {
   return ::kill(static_cast<pid_t>(pid), SIGHUP) == 0;
 }
 
-std::string renderMosquittoConf(const fs::path& fleetDir, int port) {
+Result<BrokerTls> generateBrokerTls(const fs::path& fleetDir, const std::string& fleet, int days) {
+  if (days < 1) {
+    return makeError(Code::InvalidArgument, "TLS validity of " + std::to_string(days) + " days");
+  }
+  const fs::path dir = fs::absolute(fleetDir) / "broker" / "tls";
+  std::error_code ec;
+  if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
+    return makeError(Code::AlreadyExists, dir.string() + " exists and is not empty");
+  }
+  fs::create_directories(dir, ec);
+  if (ec) return makeError(Code::IoError, "cannot create " + dir.string() + ": " + ec.message());
+  BrokerTls tls{dir / "ca.crt", dir / "ca.key", dir / "server.crt", dir / "server.key"};
+  const fs::path csr = dir / "server.csr";
+  const fs::path extensions = dir / "server.ext";
+  const fs::path log = dir / "openssl.log";
+  // The name clients check: they connect to the loopback address or
+  // localhost, whichever they were given.
+  EDGEFL_TRY(writeFile(extensions,
+                       "basicConstraints = critical, CA:FALSE\n"
+                       "keyUsage = critical, digitalSignature\n"
+                       "extendedKeyUsage = serverAuth\n"
+                       "subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1\n",
+                       0644));
+  const std::string validity = std::to_string(days);
+  const std::vector<std::string> ec256 = {"-newkey", "ec", "-pkeyopt",
+                                          "ec_paramgen_curve:prime256v1", "-nodes"};
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const std::vector<std::pair<std::string, std::vector<std::string>>> steps = {
+      {"CA certificate",
+       with(with({"openssl", "req", "-x509"}, ec256),
+            {"-keyout", tls.caKey.string(), "-out", tls.caCert.string(), "-days", validity, "-subj",
+             "/CN=edgefl " + fleet + " broker CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"})},
+      {"server key and request",
+       with(with({"openssl", "req"}, ec256),
+            {"-keyout", tls.serverKey.string(), "-out", csr.string(), "-subj", "/CN=localhost"})},
+      {"server certificate",
+       {"openssl", "x509", "-req", "-in", csr.string(), "-CA", tls.caCert.string(), "-CAkey",
+        tls.caKey.string(), "-set_serial", "0x" + randomSecret().substr(0, 30), "-days", validity,
+        "-extfile", extensions.string(), "-out", tls.serverCert.string()}},
+  };
+  for (const auto& [what, argv] : steps) {
+    const int status = runLogged(argv, log);
+    if (status != 0) {
+      return makeError(Code::IoError, "openssl failed on the " + what + " (" +
+                                          (status < 0 ? std::string("cannot run openssl")
+                                                      : "exit status " + std::to_string(status)) +
+                                          "); see " + log.string());
+    }
+  }
+  for (const fs::path& key : {tls.caKey, tls.serverKey}) {
+    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write, ec);
+    if (ec)
+      return makeError(Code::IoError, "cannot restrict " + key.string() + ": " + ec.message());
+  }
+  for (const fs::path& scratch : {csr, extensions, log}) fs::remove(scratch, ec);
+  return tls;
+}
+
+std::string renderMosquittoConf(const fs::path& fleetDir, int port, int tlsPort) {
   const fs::path broker = fs::absolute(fleetDir) / "broker";
   std::ostringstream out;
   out << "# mosquitto configuration generated by `edgefl fleet init`.\n"
@@ -207,6 +293,26 @@ std::string renderMosquittoConf(const fs::path& fleetDir, int port) {
       << "\n"
          "log_type error\nlog_type warning\nlog_type notice\n"
          "connection_messages true\n";
+  if (tlsPort > 0) {
+    const fs::path tls = broker / "tls";
+    out << "\n# TLS listener (fleet init --tls). Users, passwords and ACLs are the same\n"
+           "# as on the plain listener (per_listener_settings false). Clients verify\n"
+           "# the server against tls/ca.crt (libmosquitto: mosquitto_tls_set with that\n"
+           "# cafile; mosquitto_pub --cafile) and connect to localhost or 127.0.0.1,\n"
+           "# the names in server.crt. No client certificates: devices authenticate\n"
+           "# with their password, inside TLS. Loopback only, like the plain listener:\n"
+           "# to serve devices on the network, bind an outside address here and add\n"
+           "# it to the server certificate. Keep tls/ca.key offline.\n"
+           "listener "
+        << tlsPort
+        << " 127.0.0.1\n"
+           "cafile "
+        << (tls / "ca.crt").string() << "\ncertfile " << (tls / "server.crt").string()
+        << "\nkeyfile " << (tls / "server.key").string()
+        << "\n"
+           "require_certificate false\n"
+           "tls_version tlsv1.2\n";
+  }
   return out.str();
 }
 
@@ -259,6 +365,14 @@ Status initFleet(const FleetInitOptions& options) {
   model->meta().description =
       "initial " + options.arch + " model (seed " + std::to_string(options.seed) + ")";
 
+  const int tlsPort =
+      !options.tls ? 0 : (options.tlsPort != 0 ? options.tlsPort : options.brokerPort + 1);
+  if (options.tls && (tlsPort == options.brokerPort || tlsPort < 1 || tlsPort > 65535)) {
+    return makeError(Code::InvalidArgument, "TLS port " + std::to_string(tlsPort) +
+                                                " with broker port " +
+                                                std::to_string(options.brokerPort));
+  }
+
   std::error_code ec;
   const fs::path dir = fs::absolute(options.directory);
   if (fs::exists(dir, ec) && !fs::is_empty(dir, ec)) {
@@ -271,6 +385,7 @@ Status initFleet(const FleetInitOptions& options) {
                        "cannot create " + (dir / sub).string() + ": " + ec.message());
   }
   fs::permissions(dir / "keys", fs::perms::owner_all, ec);
+  if (options.tls) EDGEFL_TRY(generateBrokerTls(dir, options.name, options.tlsDays));
 
   const std::int64_t now =
       options.now != 0 ? options.now : static_cast<std::int64_t>(std::time(nullptr));
@@ -302,7 +417,7 @@ Status initFleet(const FleetInitOptions& options) {
       setBrokerUser(dir / "broker" / "passwd", std::string(kObserverUser), observerPassword));
   EDGEFL_TRY(writeFile(dir / "broker" / "acl", renderAcl(options.name), 0644));
   EDGEFL_TRY(writeFile(dir / "broker" / "mosquitto.conf",
-                       renderMosquittoConf(dir, options.brokerPort), 0644));
+                       renderMosquittoConf(dir, options.brokerPort, tlsPort), 0644));
 
   EDGEFL_TRY(saveModel(*model, dir / "models" / "initial.model"));
 

@@ -9,6 +9,7 @@
 //   keys/coordinator.delegation root-signed KeyDelegation for it
 //   keys/coordinator.mqtt-password, keys/observer.mqtt-password (read-only user)
 //   broker/mosquitto.conf, passwd, acl, data/
+//   broker/tls/ca.{crt,key}, server.{crt,key} (with --tls only)
 //   devices/<id>.pub, devices/<id>.mqtt-password, devices/revoked/
 //   models/initial.model        the fleet's version 1
 
@@ -36,6 +37,14 @@ struct FleetInitOptions {
   std::string holdout = "fashion-mnist:test";
   std::uint64_t seed = 1;
   std::int64_t now = 0;  // Unix seconds; 0 = current time
+  // A second, TLS listener on the broker (see generateBrokerTls), with the
+  // same users, passwords and ACLs as the plain one. Off by default: the
+  // plain listener is loopback only.
+  bool tls = false;
+  int tlsPort = 0;  // 0 = brokerPort + 1
+  // Validity of the generated CA and server certificates. 825 days is the
+  // longest server certificate lifetime that common TLS clients accept.
+  int tlsDays = 825;
 };
 
 // Creates a ready fleet directory. Refuses a directory that exists and is
@@ -87,7 +96,26 @@ Status removeBrokerUser(const std::filesystem::path& passwdFile, const std::stri
 // Returns true when a signal was sent.
 bool reloadBroker(const std::filesystem::path& fleetDir);
 
-std::string renderMosquittoConf(const std::filesystem::path& fleetDir, int port);
+// TLS material of the broker's TLS listener, in <fleetDir>/broker/tls/.
+struct BrokerTls {
+  std::filesystem::path caCert;      // ca.crt: what clients trust (give it to devices)
+  std::filesystem::path caKey;       // ca.key (0600): signs server certificates; keep offline
+  std::filesystem::path serverCert;  // server.crt: CN and SAN localhost, 127.0.0.1, ::1
+  std::filesystem::path serverKey;   // server.key (0600), read by mosquitto
+};
+
+// Generates a CA and a server certificate signed by it (ECDSA P-256, valid
+// `days`) with the `openssl` command-line tool; `fleet` names the CA.
+// Errors: InvalidArgument (days < 1), AlreadyExists (broker/tls/ has
+// files), IoError (a directory or file cannot be written, openssl is
+// missing or fails: the detail names the step and the log with its output,
+// broker/tls/openssl.log).
+Result<BrokerTls> generateBrokerTls(const std::filesystem::path& fleetDir, const std::string& fleet,
+                                    int days);
+
+// The broker configuration; `tlsPort` > 0 adds the TLS listener on that
+// port, using the files of generateBrokerTls.
+std::string renderMosquittoConf(const std::filesystem::path& fleetDir, int port, int tlsPort = 0);
 std::string renderAcl(const std::string& fleet);
 
 }  // namespace edgefl::tools
