@@ -654,15 +654,24 @@ void DeviceCore::maybeStartTraining() {
     return;
   }
   std::shared_ptr<const CachedModel> base;
+  bool onStable = false;
   {
     std::lock_guard lock(scoreMu_);
-    if (active_) base = active_->model;
+    if (active_) {
+      base = active_->model;
+      onStable = active_->meta.channel == Channel::STABLE;
+    }
   }
   if (!base) {
     roundState_ = "NotFound: no active model";
     return;
   }
-  if (base->parameterDigest != plan.baseDigest) {
+  // Synchronous rounds aggregate deltas against one base. A buffered
+  // asynchronous round takes updates on recent stable models too (the
+  // coordinator judges the staleness), so a device running a stable model
+  // trains on it; one running a canary waits for the decision.
+  const bool asyncOnStable = plan.mode == wire::RoundMode::ASYNCHRONOUS && onStable;
+  if (base->parameterDigest != plan.baseDigest && !asyncOnStable) {
     roundState_ = "BaseMismatch: active " + shortHex(base->parameterDigest) + ", round base " +
                   shortHex(plan.baseDigest);
     return;

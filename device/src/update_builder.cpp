@@ -151,8 +151,11 @@ Result<Bytes> UpdateBuilder::encode(const Model& base, std::span<float> delta,
   u.setFleet(fleet_);
   u.setDeviceId(deviceId_);
   u.setRound(plan.round);
-  u.setBaseVersion(plan.baseVersion);
-  u.setBaseDigest(kj::arrayPtr(plan.baseDigest.data(), plan.baseDigest.size()));
+  // The model it trained on, which in an asynchronous round may be older
+  // than the round's base.
+  const Digest baseDigest = base.parameterCount() > 0 ? parameterDigest(base) : plan.baseDigest;
+  u.setBaseVersion(base.meta().version != 0 ? base.meta().version : plan.baseVersion);
+  u.setBaseDigest(kj::arrayPtr(baseDigest.data(), baseDigest.size()));
   u.setSampleCount(sampleCount);
   DeltaEncodeInfo encoded;
   if (allFinite(delta)) {

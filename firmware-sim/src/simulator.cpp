@@ -557,14 +557,49 @@ class Simulation {
                      "the coordinator did not take the round-start command within 60 s");
   }
 
-  Result<RoundRow> runRound(bool last) {
-    EDGEFL_TRY(waitIdle(config_.roundTimeoutSeconds));
+  // What became of a round's model: promoted, rolled back, rejected by
+  // the validation gate, or its stage while a canary is still deciding.
+  static std::string rolloutLabel(const server::ModelRecord& m) {
+    if (m.stage == server::ModelStage::Stable || m.stage == server::ModelStage::Archived) {
+      return "promoted";
+    }
+    if (m.stage == server::ModelStage::Rejected) {
+      return m.reason.rfind("rolled back", 0) == 0 ? "rolled back" : "rejected by gate";
+    }
+    return std::string(server::stageName(m.stage));
+  }
+
+  bool asynchronous() const { return coordinator_.rounds.mode == "asynchronous"; }
+
+  // The round to follow next. Synchronous: once the coordinator is idle,
+  // start one. Asynchronous (buffered): the coordinator opens the next
+  // buffer as soon as one closes; start the first, then follow them.
+  Result<std::uint64_t> nextRound(std::uint64_t previous) {
+    if (!asynchronous()) {
+      EDGEFL_TRY(waitIdle(config_.roundTimeoutSeconds));
+      applyAvailability();
+      return startRound();
+    }
     applyAvailability();
+    const auto deadline = Clock::now() + seconds(config_.roundTimeoutSeconds);
+    while (Clock::now() < deadline && !stopRequested()) {
+      if (auto open = registry_->openRoundRecord(); open && open->round > previous) {
+        return open->round;
+      }
+      if (previous == 0) return startRound();
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return makeError(Code::IoError,
+                     "no asynchronous buffer opened after round " + std::to_string(previous));
+  }
+
+  Result<RoundRow> runRound(bool last) {
     RoundRow row;
     row.online = onlineCount();
     const auto [up0, down0] = bytes();
-    auto number = startRound();
+    auto number = nextRound(summary_.rounds.empty() ? 0 : summary_.rounds.back().round);
     if (!number.ok()) return number.error();
+    row.online = onlineCount();
     row.round = *number;
     const auto opened = Clock::now();
     auto last_ = opened;
@@ -656,28 +691,14 @@ class Simulation {
 
     // The canary decision (the next round waits for it anyway).
     const auto decided = Clock::now();
-    if (row.version != 0 && (!last || config_.waitForRollout)) {
+    if (row.version != 0 && !asynchronous() && (!last || config_.waitForRollout)) {
       Status idle = waitIdle(config_.roundTimeoutSeconds);
       if (!idle.ok()) row.rollout = "undecided: " + idle.error().detail;
     }
     row.rolloutSeconds = secondsSince(decided);
     if (row.version != 0) {
       auto m = registry_->model(row.version, false);
-      if (m.ok() && row.rollout.empty()) {
-        if (m->stage == server::ModelStage::Stable || m->stage == server::ModelStage::Archived) {
-          row.rollout = "promoted";
-          ++summary_.promotions;
-        } else if (m->stage == server::ModelStage::Rejected &&
-                   m->reason.rfind("rolled back", 0) == 0) {
-          row.rollout = "rolled back";
-          ++summary_.rollbacks;
-        } else if (m->stage == server::ModelStage::Rejected) {
-          row.rollout = "rejected by gate";
-          ++summary_.gateRejections;
-        } else {
-          row.rollout = std::string(server::stageName(m->stage));
-        }
-      }
+      if (m.ok() && row.rollout.empty()) row.rollout = rolloutLabel(*m);
     } else {
       row.rollout = "-";
     }
@@ -718,6 +739,18 @@ class Simulation {
         v = m->parent;
         if (summary_.lineage.size() > 1000) break;
       }
+    }
+    // Rollout outcomes from the registry: in asynchronous mode a canary is
+    // often still deciding when its round's row is written.
+    summary_.promotions = summary_.rollbacks = summary_.gateRejections = 0;
+    for (auto& row : summary_.rounds) {
+      if (row.version == 0) continue;
+      auto m = registry_->model(row.version, false);
+      if (!m.ok()) continue;
+      row.rollout = rolloutLabel(*m);
+      summary_.promotions += row.rollout == "promoted";
+      summary_.rollbacks += row.rollout == "rolled back";
+      summary_.gateRejections += row.rollout == "rejected by gate";
     }
     // What the coordinator did with each attacker's updates.
     std::map<std::string, const Virtual*> byId;

@@ -34,7 +34,9 @@ namespace {
 
 constexpr std::uint32_t kRuntimeVersion = 1;
 
-std::int64_t nowSeconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+std::int64_t nowSeconds() {
+  return static_cast<std::int64_t>(std::time(nullptr));
+}
 
 double millisSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
@@ -277,7 +279,8 @@ struct Coordinator::Impl {
         }
       }
       if (v.accepted()) {
-        const std::uint64_t cap = roundTarget > 0 ? roundTarget : static_cast<std::uint64_t>(config.rounds.maxUpdates);
+        const std::uint64_t cap =
+            roundTarget > 0 ? roundTarget : static_cast<std::uint64_t>(config.rounds.maxUpdates);
         if (registry.acceptedCount(v.round) >= cap) {
           v.code = Code::RoundClosed;
           v.detail = "round " + std::to_string(v.round) + " already has " + std::to_string(cap) +
@@ -316,7 +319,10 @@ struct Coordinator::Impl {
       }
     }
     if (v.deviceId.empty()) return;  // no device to answer (bad topic)
-    publishAck(v.deviceId, v.round, answer, reason, v.detail, v.digest);
+    // The round the update claims: the device keeps it pending under that
+    // number, also when an asynchronous buffer took it into a later one.
+    publishAck(v.deviceId, v.claimedRound != 0 ? v.claimedRound : v.round, answer, reason, v.detail,
+               v.digest);
   }
 
   // ---------------------------------------------------------------------
@@ -532,7 +538,8 @@ struct Coordinator::Impl {
     EDGEFL_TRY(registry.openRound(r));
     auto ctx = contextFor(r, csv);
     roundDeadline = r.deadline;
-    roundTarget = static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
+    roundTarget =
+        static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
     round = ctx;
     Bytes task = roundTaskBytes(*ctx, wire::RoundState::OPEN, r.openedAt, r.deadline, trigger);
     EDGEFL_TRY(broker->publish(roundTopic(config.fleet.name), task, true));
@@ -550,7 +557,8 @@ struct Coordinator::Impl {
     auto ctx = contextFor(r, r.configJson);
     round = ctx;
     roundDeadline = r.deadline;
-    roundTarget = static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
+    roundTarget =
+        static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
     Bytes task = roundTaskBytes(*ctx, wire::RoundState::OPEN, r.openedAt, r.deadline, r.trigger);
     (void)broker->publish(roundTopic(config.fleet.name), task, true);
     info("round " + std::to_string(r.round) + " resumed with " +
@@ -567,7 +575,8 @@ struct Coordinator::Impl {
     if (!rec.ok()) return;
     RoundRecord r = std::move(rec.value());
     round = std::make_shared<RoundContext>();  // no more updates for it
-    Bytes closed = roundTaskBytes(*ctx, wire::RoundState::CLOSED, r.openedAt, r.deadline, r.trigger);
+    Bytes closed =
+        roundTaskBytes(*ctx, wire::RoundState::CLOSED, r.openedAt, r.deadline, r.trigger);
     (void)broker->publish(roundTopic(config.fleet.name), closed, true);
 
     auto finish = [&](RoundState state, std::string outcome) {
@@ -648,7 +657,8 @@ struct Coordinator::Impl {
     Status stored = registry.transaction([&]() -> Status {
       // The version is known only inside the transaction; the model bytes
       // carry it, so register, then rewrite with the final meta.
-      candidate.meta().version = registry.models().empty() ? 1 : registry.models().back().version + 1;
+      candidate.meta().version =
+          registry.models().empty() ? 1 : registry.models().back().version + 1;
       candidate.meta().parentVersion = parent;
       candidate.meta().round = r.round;
       candidate.meta().createdAt = nowSeconds();
@@ -685,7 +695,8 @@ struct Coordinator::Impl {
     const auto tDeploy = std::chrono::steady_clock::now();
     Status rolled = beginRolloutLocked(candidate, version, summary);
     r.phaseMillis["deploy"] = millisSince(tDeploy);
-    finish(RoundState::Closed, summary + (rolled.ok() ? "" : "; deploy failed: " + rolled.error().toString()));
+    finish(RoundState::Closed,
+           summary + (rolled.ok() ? "" : "; deploy failed: " + rolled.error().toString()));
   }
 
   Status beginRolloutLocked(const Model& candidate, std::uint64_t version, const std::string& why) {
@@ -707,8 +718,8 @@ struct Coordinator::Impl {
     EDGEFL_TRY(registry.transaction([&]() -> Status {
       EDGEFL_TRY(registry.setModelStage(version, ModelStage::Stable, reason));
       if (previous != 0 && previous != version) {
-        EDGEFL_TRY(registry.setModelStage(previous, ModelStage::Archived, "superseded by v" +
-                                                                             std::to_string(version)));
+        EDGEFL_TRY(registry.setModelStage(previous, ModelStage::Archived,
+                                          "superseded by v" + std::to_string(version)));
       }
       if (auto c = registry.activeDeployment("canary")) {
         EDGEFL_TRY(registry.setDeploymentState(c->sequence, DeploymentState::Promoted));
@@ -800,11 +811,10 @@ struct Coordinator::Impl {
       f.accuracy = t.getLocal().getAccuracy();
       f.activeVersion = t.getActiveVersion();
       f.at = nowSeconds();
-      f.telemetryJson = "{\"version\":" + std::to_string(f.activeVersion) +
-                        ",\"psiMean\":" + fmt(f.psiMean) + ",\"labelled\":" +
-                        std::to_string(f.labelled) + ",\"accuracy\":" + fmt(f.accuracy) +
-                        ",\"healthFailures\":" +
-                        std::to_string(t.getHealth().getHealthCheckFailures()) + "}";
+      f.telemetryJson =
+          "{\"version\":" + std::to_string(f.activeVersion) + ",\"psiMean\":" + fmt(f.psiMean) +
+          ",\"labelled\":" + std::to_string(f.labelled) + ",\"accuracy\":" + fmt(f.accuracy) +
+          ",\"healthFailures\":" + std::to_string(t.getHealth().getHealthCheckFailures()) + "}";
       f.dirty = true;
       RolloutReport rep;
       rep.deviceId = where->deviceId;
@@ -873,7 +883,8 @@ struct Coordinator::Impl {
       if (c.kind == "round-start") {
         std::lock_guard s(mu);
         auto r = openRoundLocked(c.args.empty() ? "manual" : c.args);
-        result = r.ok() ? "ok: round " + std::to_string(*r) + " opened" : "error: " + r.error().toString();
+        result = r.ok() ? "ok: round " + std::to_string(*r) + " opened"
+                        : "error: " + r.error().toString();
       } else if (c.kind == "promote" || c.kind == "rollback" || c.kind == "pause" ||
                  c.kind == "resume") {
         std::lock_guard s(mu);
@@ -933,14 +944,21 @@ struct Coordinator::Impl {
     }
     if (round->round != 0) {
       const std::uint64_t accepted = registry.acceptedCount(round->round);
-      const std::uint64_t cap =
-          asynchronous ? static_cast<std::uint64_t>(config.rounds.asyncBuffer)
-          : roundTarget > 0 ? roundTarget
-                            : static_cast<std::uint64_t>(config.rounds.maxUpdates);
-      if (accepted >= cap) {
+      const std::uint64_t cap = asynchronous ? static_cast<std::uint64_t>(config.rounds.asyncBuffer)
+                                : roundTarget > 0
+                                    ? roundTarget
+                                    : static_cast<std::uint64_t>(config.rounds.maxUpdates);
+      // An asynchronous buffer that fills while a canary decides keeps
+      // filling: closing it would start a canary that replaces the one
+      // being judged, so with buffers faster than the window nothing would
+      // ever be promoted. It closes after the decision, on the new stable
+      // model, with every update it took.
+      const bool holdForCanary = asynchronous && rollout.active();
+      if (accepted >= cap && !holdForCanary) {
         closeRoundLocked("reached " + std::to_string(cap) + " updates");
       } else if (now >= roundDeadline) {
-        if (asynchronous && accepted < static_cast<std::uint64_t>(config.rounds.minUpdates)) {
+        if (asynchronous &&
+            (holdForCanary || accepted < static_cast<std::uint64_t>(config.rounds.minUpdates))) {
           // A buffer waits for its updates; the deadline only bounds how
           // long a partial buffer may sit once it has the minimum.
           roundDeadline = now + config.rounds.deadlineSeconds;
@@ -967,9 +985,12 @@ struct Coordinator::Impl {
 
 Coordinator::Coordinator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Coordinator::~Coordinator() { stop(); }
+Coordinator::~Coordinator() {
+  stop();
+}
 
-Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& config, LogSink log) {
+Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& config,
+                                                       LogSink log) {
   auto key = KeyPair::load(config.resolve(config.keys.coordinatorKey));
   if (!key.ok()) return key.error();
   auto registry = Registry::open(config.resolve(config.registry.path));
@@ -987,7 +1008,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
   ro.maxHealthFailures = static_cast<std::uint64_t>(config.rollout.maxHealthFailures);
   auto impl = std::make_unique<Impl>(config, std::move(log), std::move(registry.value()),
                                      std::move(key.value()), std::move(vo), ro);
-  auto delegation = readFileBytes(config.resolve(config.keys.coordinatorDelegation).string(), 1 << 16);
+  auto delegation =
+      readFileBytes(config.resolve(config.keys.coordinatorDelegation).string(), 1 << 16);
   if (!delegation.ok()) return delegation.error();
   impl->delegation = std::move(delegation.value());
   {
@@ -1011,7 +1033,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
     }
   }
 
-  impl->rng.seed(std::hash<std::string>{}(config.fleet.name) ^ static_cast<std::uint64_t>(nowSeconds()));
+  impl->rng.seed(std::hash<std::string>{}(config.fleet.name) ^
+                 static_cast<std::uint64_t>(nowSeconds()));
 
   auto holdout = loadDataset(config.validation.holdout);
   if (!holdout.ok()) {
@@ -1038,7 +1061,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
     m.meta().fleet = config.fleet.name;
     m.meta().createdAt = nowSeconds();
     auto metrics = evaluate(m, impl->holdout);
-    if (!metrics.ok()) return makeError(metrics.code(), "initial model on holdout: " + metrics.error().toString());
+    if (!metrics.ok())
+      return makeError(metrics.code(), "initial model on holdout: " + metrics.error().toString());
     m.meta().metrics = *metrics;
     ModelRecord rec;
     rec.version = 1;
@@ -1058,7 +1082,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
   auto stable = reg.latestInStage(ModelStage::Stable);
   if (!stable) return makeError(Code::NotFound, "the registry has no stable model");
   auto model = modelFromBytes(stable->bytes);
-  if (!model.ok()) return makeError(model.code(), "stable model v" + std::to_string(stable->version) + ": " + model.error().toString());
+  if (!model.ok())
+    return makeError(model.code(), "stable model v" + std::to_string(stable->version) + ": " +
+                                       model.error().toString());
   impl->stable = std::move(model.value());
   impl->stableVersionNo = stable->version;
   if (auto c = reg.latestInStage(ModelStage::Canary)) {
@@ -1069,7 +1095,8 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
     }
   }
   auto strategy = makeStrategy(aggregationOptionsFromConfig(config), impl->stable.parameterCount());
-  if (!strategy.ok()) return makeError(Code::BadConfig, "aggregation: " + strategy.error().toString());
+  if (!strategy.ok())
+    return makeError(Code::BadConfig, "aggregation: " + strategy.error().toString());
   impl->strategy = std::move(strategy.value());
   if (auto state = reg.state("strategy:" + std::string(impl->strategy->name()))) {
     std::vector<std::byte> snapshot(state->size());
@@ -1107,9 +1134,8 @@ Status Coordinator::start() {
   bo.keepaliveSeconds = static_cast<int>(s.config.broker.keepaliveSeconds);
   const std::string base = "edgefl/" + s.config.fleet.name + "/device/+/";
   bo.subscriptions = {base + "update", base + "telemetry", base + "state"};
-  s.broker = std::make_unique<BrokerClient>(bo, [this](IncomingMessage&& m) {
-    impl_->onMessage(std::move(m));
-  });
+  s.broker = std::make_unique<BrokerClient>(
+      bo, [this](IncomingMessage&& m) { impl_->onMessage(std::move(m)); });
   EDGEFL_TRY(s.broker->start());
   {
     std::lock_guard lock(s.mu);
@@ -1180,7 +1206,9 @@ void Coordinator::run(const std::atomic<bool>& stop, std::chrono::milliseconds p
   }
 }
 
-void Coordinator::tick() { impl_->tickOnce(); }
+void Coordinator::tick() {
+  impl_->tickOnce();
+}
 
 Result<std::uint64_t> Coordinator::startRound(const std::string& trigger) {
   std::lock_guard lock(impl_->mu);
@@ -1210,7 +1238,9 @@ Status Coordinator::resumeRollout() {
   return impl_->registry.logEvent("rollout", "resume", "");
 }
 
-Status Coordinator::reloadDevices() { return impl_->loadDevices(); }
+Status Coordinator::reloadDevices() {
+  return impl_->loadDevices();
+}
 
 CoordinatorStats Coordinator::stats() const {
   std::lock_guard lock(impl_->mu);
@@ -1232,6 +1262,8 @@ std::uint64_t Coordinator::canaryVersion() const {
   return impl_->canaryVersionNo;
 }
 
-const CoordinatorConfig& Coordinator::config() const { return impl_->config; }
+const CoordinatorConfig& Coordinator::config() const {
+  return impl_->config;
+}
 
 }  // namespace edgefl::server

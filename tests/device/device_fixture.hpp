@@ -116,6 +116,7 @@ struct RoundSpec {
   wire::DeltaEncoding encoding = wire::DeltaEncoding::FLOAT32;
   float topKFraction = 0.1f;
   float clipNorm = 0;
+  wire::RoundMode mode = wire::RoundMode::SYNCHRONOUS;
 };
 
 // The coordinator side of a fleet: the root key, a coordinator key and the
@@ -190,6 +191,7 @@ struct TestFleet {
     auto devices = t.initDevices(static_cast<unsigned>(spec.devices.size()));
     for (unsigned i = 0; i < devices.size(); ++i) devices.set(i, spec.devices[i]);
     t.setMinSamples(spec.minSamples);
+    t.setMode(spec.mode);
     auto training = t.initTraining();
     training.setEpochs(spec.epochs);
     training.setBatchSize(16);

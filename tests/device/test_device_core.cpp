@@ -490,6 +490,31 @@ TEST_F(CoreTest, RoundTaskLeadsToASignedUpdate) {
   EXPECT_EQ(core->status().pendingUpdates, 1u);
 }
 
+TEST_F(CoreTest, AsynchronousRoundsTrainOnTheActiveModelAndSayWhichItWas) {
+  // A buffered asynchronous round accepts updates on older stable models
+  // (the coordinator weighs them by staleness), so a device whose model is
+  // not the round's base still trains, and its update names its own base.
+  auto core = open(config());
+  ASSERT_TRUE(deploy(*core, model).ok());
+  observe(*core, 12);
+  Digest newer = parameterDigest(model);
+  newer[0] ^= 0xff;
+  ASSERT_TRUE(core->handleMessage(roundTopic("demo"),
+                                  fleet.roundTask({.round = 9,
+                                                   .baseVersion = 7,
+                                                   .baseDigest = newer,
+                                                   .mode = wire::RoundMode::ASYNCHRONOUS}))
+                  .ok());
+  const auto sent = transport.on(deviceTopic("demo", "dev-1", "update"));
+  ASSERT_EQ(sent.size(), 1u) << core->status().roundState;
+  auto u = decodeVerified<wire::Update>(sent[0].payload, deviceRing());
+  ASSERT_TRUE(u.ok());
+  EXPECT_EQ(u->root().getRound(), 9u);
+  EXPECT_EQ(u->root().getBaseVersion(), model.meta().version);
+  const Digest own = parameterDigest(model);
+  EXPECT_TRUE(std::equal(own.begin(), own.end(), u->root().getBaseDigest().begin()));
+}
+
 TEST_F(CoreTest, RoundEligibility) {
   auto core = open(config());
   ASSERT_TRUE(deploy(*core, model).ok());
@@ -503,6 +528,7 @@ TEST_F(CoreTest, RoundEligibility) {
   EXPECT_EQ(core->status().roundState.rfind("NotSelected", 0), 0u);
   send({.round = 3, .baseDigest = Digest{}});
   EXPECT_EQ(core->status().roundState.rfind("BaseMismatch", 0), 0u);
+  EXPECT_TRUE(transport.on(deviceTopic("demo", "dev-1", "update")).empty());
   send({.round = 4, .state = wire::RoundState::CLOSED, .baseDigest = base});
   EXPECT_EQ(core->status().roundState.rfind("RoundClosed", 0), 0u);
   send({.round = 5, .baseDigest = base, .deadline = clock - 1});

@@ -209,6 +209,12 @@ TEST(Rounds, AsynchronousBufferTakesStaleUpdatesWithTheirStaleness) {
   // The next buffer opened by itself, on v2.
   ASSERT_TRUE(eventually([&] { return coordinator->openRound() == 2; }));
   ASSERT_TRUE(sent(c.send(stale)));
+  // Taken into buffer 2, acknowledged under the round c trained for, the
+  // one it keeps the update pending under.
+  auto staleAck = c.waitAck();
+  ASSERT_TRUE(staleAck.has_value());
+  EXPECT_EQ(staleAck->verdict, wire::Verdict::ACCEPTED) << staleAck->reason;
+  EXPECT_EQ(staleAck->round, 1u);
   ASSERT_TRUE(d.fetchModel());
   ASSERT_EQ(d.modelVersion(), 2u);
   ASSERT_TRUE(d.waitRound());
@@ -229,6 +235,52 @@ TEST(Rounds, AsynchronousBufferTakesStaleUpdatesWithTheirStaleness) {
   EXPECT_EQ(cu->staleness, 1u);
   EXPECT_EQ(reg.update(2, "d")->staleness, 0u);
   EXPECT_EQ(reg.model(3, false)->parent, 2u);
+}
+
+TEST(Rounds, AsynchronousBufferWaitsForTheCanaryDecision) {
+  // Buffers that fill faster than a canary window must not replace the
+  // canary being judged: the next buffer keeps its updates until the
+  // decision, then closes on the new stable model.
+  test::TestFleet fleet;
+  fleet.config().rounds.mode = "asynchronous";
+  fleet.config().rounds.asyncBuffer = 2;
+  fleet.config().rounds.deadlineSeconds = 1;
+  fleet.config().rollout.canaryPercent = 50;
+  fleet.config().rollout.windowSeconds = 3600;
+  fleet.config().rollout.autoPromote = false;
+  fleet.config().validation.tolerance = 1.0;
+  fleet.config().validation.sliceTolerance = 1.0;
+  test::TestDevice a(fleet, "a"), b(fleet, "b"), c(fleet, "c"), d(fleet, "d");
+  RunningCoordinator coordinator(fleet);
+  ASSERT_TRUE(coordinator->startRound("manual").ok());
+  for (auto* dev : {&a, &b}) {
+    ASSERT_TRUE(dev->fetchModel());
+    ASSERT_TRUE(dev->waitRound());
+  }
+  ASSERT_TRUE(sent(a.send(a.buildUpdate(trainData(), slice(0, 400)))));
+  ASSERT_TRUE(sent(b.send(b.buildUpdate(trainData(), slice(400, 400)))));
+  ASSERT_TRUE(eventually([&] { return coordinator->canaryVersion() == 2; }));
+  ASSERT_TRUE(eventually([&] { return coordinator->openRound() == 2; }));
+  for (auto* dev : {&c, &d}) {
+    ASSERT_TRUE(dev->fetchModel());
+    ASSERT_EQ(dev->modelVersion(), 1u);
+    ASSERT_TRUE(dev->waitRound());
+  }
+  ASSERT_TRUE(sent(c.send(c.buildUpdate(trainData(), slice(800, 400)))));
+  ASSERT_TRUE(sent(d.send(d.buildUpdate(trainData(), slice(1200, 400)))));
+  auto reg = registryOf(fleet);
+  ASSERT_TRUE(eventually([&] { return reg.acceptedCount(2) == 2; }));
+  // Full, past its deadline, and still open: the canary has not been decided.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  EXPECT_EQ(coordinator->openRound(), 2u);
+  EXPECT_EQ(coordinator->canaryVersion(), 2u);
+  EXPECT_FALSE(reg.model(3, false).ok());
+  // The operator promotes; the buffer then closes on v2.
+  ASSERT_TRUE(reg.submitCommand("promote").ok());
+  ASSERT_TRUE(eventually([&] { return coordinator->stableVersion() == 2; }));
+  ASSERT_TRUE(eventually([&] { return reg.model(3, false).ok(); }));
+  EXPECT_EQ(reg.model(3, false)->parent, 2u);
+  EXPECT_EQ(reg.round(2)->verdicts.at("accepted"), 2u);
 }
 
 }  // namespace
