@@ -233,8 +233,10 @@ std::string accuracySvg(const SimSummary& s) {
       << svgEscape("Holdout accuracy per round: " + s.fleetName + " (" + s.arch + ", " +
                    s.config.partition + ", " + std::to_string(s.devices) + " devices)")
       << "</text>\n";
-  for (int i = 0; i <= 5; ++i) {
-    const double y = lo + (hi - lo) * i / 5.0;
+  // Grid lines at whole tenths (lo and hi are rounded to tenths above).
+  const int tenths = static_cast<int>(std::lround((hi - lo) * 10.0));
+  for (int i = 0; i <= tenths; ++i) {
+    const double y = lo + i / 10.0;
     out << "<line x1=\"" << left << "\" x2=\"" << width - right << "\" y1=\"" << py(y) << "\" y2=\""
         << py(y) << "\" stroke=\"#ddd\"/>\n";
     out << "<text x=\"" << left - 6 << "\" y=\"" << py(y) + 4 << "\" text-anchor=\"end\">"
