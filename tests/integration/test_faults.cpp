@@ -1,0 +1,255 @@
+// edgefl-coordinator as its own process behind a real mosquitto, SIGKILLed
+// at random points of a round again and again: the registry stays intact,
+// no acknowledged update is lost, none is counted twice, and the round
+// completes after the last restart. (Faults of real devices and of the
+// broker under them: test_device_faults.cpp.)
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <numeric>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "edgefl/server/registry.hpp"
+#include "edgefl/shared/datasets.hpp"
+#include "support/fleet.hpp"
+#include "support/process.hpp"
+
+namespace edgefl {
+namespace {
+using namespace std::chrono_literals;
+
+template <typename F>
+bool waitUntil(F&& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(25ms);
+  }
+  return true;
+}
+
+// edgefl-coordinator for one fleet, killed and restarted at will. Every
+// start appends to the same log; a start is complete when the log has one
+// more "running" line than before it.
+class CoordinatorProcess {
+ public:
+  explicit CoordinatorProcess(test::TestFleet& fleet)
+      : config_((fleet.dir() / "coordinator.toml").string()),
+        log_(fleet.dir() / "coordinator.log") {}
+
+  void start() {
+    linesBefore_ = runningLines();
+    process_ = std::make_unique<test::ChildProcess>(
+        std::vector<std::string>{EDGEFL_COORDINATOR, "--config", config_}, log_);
+  }
+  // True once the latest start is serving (broker connected, round resumed).
+  bool waitRunning(std::chrono::milliseconds timeout = 30s) {
+    return waitUntil([&] { return runningLines() > linesBefore_; }, timeout);
+  }
+  void kill(int signal) {
+    if (process_) lastStatus_ = process_->kill(signal);
+    process_.reset();
+  }
+  bool alive() { return process_ && process_->running(); }
+  pid_t pid() const { return process_ ? process_->pid() : -1; }
+  int lastStatus() const { return lastStatus_; }
+  const std::filesystem::path& log() const { return log_; }
+
+ private:
+  int runningLines() const {
+    std::ifstream in(log_);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) n += line.find(" running: stable v") != std::string::npos;
+    return n;
+  }
+
+  std::string config_;
+  std::filesystem::path log_;
+  std::unique_ptr<test::ChildProcess> process_;
+  int linesBefore_ = 0;
+  int lastStatus_ = 0;
+};
+
+void openRoundOne(test::TestFleet& fleet) {
+  std::string out;
+  ASSERT_EQ(test::runCli("round start --fleet " + fleet.dir().string() + " --wait 60", &out), 0)
+      << out;
+  ASSERT_NE(out.find("round 1 opened"), std::string::npos) << out;
+}
+
+// Accepted rows of `round` per device: each must be 1.
+std::map<std::string, int> acceptedRows(const server::Registry& reg, std::uint64_t round) {
+  std::map<std::string, int> rows;
+  for (const auto& u : reg.updates(round)) {
+    if (u.accepted) ++rows[u.deviceId];
+  }
+  return rows;
+}
+
+server::Registry openRegistry(const test::TestFleet& fleet) {
+  auto reg = server::Registry::open(fleet.dir() / "registry.db");
+  if (!reg.ok()) throw std::runtime_error(reg.error().toString());
+  return std::move(reg.value());
+}
+
+bool roundOneClosed(const server::Registry& reg) {
+  auto r = reg.round(1);
+  return r.ok() && r->state == server::RoundState::Closed;
+}
+
+TEST(Faults, CoordinatorKilledAtRandomPointsLosesNothingAndCountsNothingTwice) {
+  // The last device sends only after the last kill, so the round stays open
+  // through every iteration and then closes on the final restart.
+  constexpr int kDevices = 10;
+  constexpr int kIterations = 30;
+  IdxOptions io;
+  io.firstN = kDevices * 350;
+  auto data = loadFashionMnist("train", io);
+  ASSERT_TRUE(data.ok()) << data.error().toString();
+  test::TestFleet fleet;
+  fleet.config().rounds.minUpdates = kDevices;
+  fleet.config().rounds.maxUpdates = kDevices;
+  fleet.config().rounds.deadlineSeconds = 600;
+  fleet.saveConfig();
+  std::vector<std::unique_ptr<test::TestDevice>> devices;
+  for (int i = 0; i < kDevices; ++i) {
+    devices.push_back(std::make_unique<test::TestDevice>(fleet, "dev-" + std::to_string(i)));
+  }
+  CoordinatorProcess coordinator(fleet);
+  coordinator.start();
+  ASSERT_NO_FATAL_FAILURE(openRoundOne(fleet));
+  std::vector<Bytes> updates;
+  for (int i = 0; i < kDevices; ++i) {
+    auto& d = *devices[static_cast<std::size_t>(i)];
+    ASSERT_TRUE(d.fetchModel("stable", 30s));
+    ASSERT_TRUE(d.waitRound(30s));
+    std::vector<std::uint32_t> idx(350);
+    std::iota(idx.begin(), idx.end(), static_cast<std::uint32_t>(i) * 350);
+    updates.push_back(d.buildUpdate(*data, idx));
+  }
+
+  const auto seed = std::random_device{}();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937 rng(seed);
+  std::set<std::string> ackedAccepted;  // devices told ACCEPTED
+  std::set<int> settled;                // ACCEPTED or DUPLICATE: the device stops resending
+  int sentCount = 0;                    // devices [0, sentCount) have sent at least once
+  auto drainAcks = [&](std::chrono::milliseconds wait) {
+    for (int i = 0; i < kDevices; ++i) {
+      auto& d = *devices[static_cast<std::size_t>(i)];
+      while (auto a = d.waitAck(i == 0 ? wait : 1ms)) {
+        if (a->verdict == wire::Verdict::ACCEPTED) ackedAccepted.insert(d.id());
+        if (a->verdict != wire::Verdict::REJECTED) settled.insert(i);
+      }
+    }
+  };
+  // Sends the next fresh update (when `fresh`) and resends every unsettled
+  // one, as devices do after a lost answer; sometimes a settled one again.
+  // `waiting` gets the devices that sent and have no answer yet.
+  std::vector<int> waiting;
+  auto sendRound = [&](bool fresh, int limit) {
+    waiting.clear();
+    if (fresh && sentCount < limit) ++sentCount;
+    for (int i = 0; i < sentCount; ++i) {
+      const bool replay = settled.count(i) > 0 && rng() % 8 == 0;
+      if (settled.count(i) == 0 || replay) {
+        ASSERT_GE(devices[static_cast<std::size_t>(i)]->send(updates[static_cast<std::size_t>(i)]),
+                  0);
+      }
+      if (settled.count(i) == 0) waiting.push_back(i);
+    }
+  };
+  // Acknowledged means durable: every device told ACCEPTED has exactly one
+  // accepted row, and no device has two.
+  server::Registry reg = openRegistry(fleet);
+  auto checkNothingLostOrDoubled = [&](int iteration) {
+    auto rows = acceptedRows(reg, 1);
+    for (const auto& id : ackedAccepted) {
+      EXPECT_EQ(rows[id], 1) << id << " was acknowledged but is not recorded (iteration "
+                             << iteration << ")";
+    }
+    for (const auto& [id, n] : rows) EXPECT_EQ(n, 1) << id << " (iteration " << iteration << ")";
+  };
+
+  // Half the kills within 30 ms of sending, where verification and the
+  // registry commit are likeliest to be cut; the others anywhere to 300 ms.
+  std::uniform_int_distribution<int> soonMs(0, 30), delayMs(0, 300);
+  int killedStarting = 0, killedBeforeAnswer = 0;
+  const auto loopStart = std::chrono::steady_clock::now();
+  for (int it = 0; it < kIterations; ++it) {
+    // Most kills land while updates are verified and recorded; every fifth
+    // lands while the restarted process is still starting and resuming.
+    if (it % 5 != 4) {
+      ASSERT_TRUE(coordinator.waitRunning()) << "log in " << coordinator.log();
+    } else {
+      ++killedStarting;
+    }
+    ASSERT_NO_FATAL_FAILURE(sendRound(it % 2 == 0, kDevices - 1));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(it % 2 == 0 ? soonMs(rng) : delayMs(rng)));
+    coordinator.kill(SIGKILL);
+    ASSERT_TRUE(WIFSIGNALED(coordinator.lastStatus())) << "exited on its own before the kill";
+    drainAcks(50ms);
+    killedBeforeAnswer +=
+        std::any_of(waiting.begin(), waiting.end(), [&](int i) { return settled.count(i) == 0; });
+    checkNothingLostOrDoubled(it);
+    EXPECT_EQ(reg.integrityCheck(), "ok") << "iteration " << it;
+    coordinator.start();
+  }
+  const double loopSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - loopStart).count();
+  EXPECT_EQ(reg.round(1)->state, server::RoundState::Open);
+
+  // The last device completes the round; one more kill lands somewhere in
+  // verification, aggregation or validation, and the restart finishes it.
+  ASSERT_TRUE(coordinator.waitRunning()) << "log in " << coordinator.log();
+  ASSERT_NO_FATAL_FAILURE(sendRound(true, kDevices));
+  std::this_thread::sleep_for(std::chrono::milliseconds(delayMs(rng)));
+  coordinator.kill(SIGKILL);
+  drainAcks(50ms);
+  checkNothingLostOrDoubled(kIterations);
+  coordinator.start();
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        drainAcks(200ms);
+        if (roundOneClosed(reg)) return true;
+        // Devices resend what was not answered.
+        for (int i = 0; i < kDevices; ++i) {
+          if (settled.count(i) == 0) {
+            (void)devices[static_cast<std::size_t>(i)]->send(updates[static_cast<std::size_t>(i)]);
+          }
+        }
+        std::this_thread::sleep_for(1s);
+        return false;
+      },
+      90s))
+      << "log in " << coordinator.log();
+  drainAcks(500ms);
+
+  EXPECT_EQ(reg.integrityCheck(), "ok");
+  checkNothingLostOrDoubled(kIterations + 1);
+  auto rows = acceptedRows(reg, 1);
+  EXPECT_EQ(rows.size(), static_cast<std::size_t>(kDevices));
+  EXPECT_EQ(reg.acceptedCount(1), static_cast<std::uint64_t>(kDevices));
+  auto r = reg.round(1);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->verdicts["accepted"], static_cast<std::uint64_t>(kDevices));
+  EXPECT_EQ(r->resultVersion, 2u) << r->outcome;
+  EXPECT_EQ(reg.lineage(2).size(), static_cast<std::size_t>(kDevices));
+  std::cout << "[ kills    ] " << kIterations + 1 << " SIGKILLs (" << killedStarting
+            << " while starting, " << killedBeforeAnswer << " before an update was answered) in "
+            << loopSeconds << " s; " << ackedAccepted.size() << " of " << kDevices
+            << " devices told ACCEPTED, " << r->verdicts["Duplicate"] << " duplicates answered\n";
+  ASSERT_TRUE(coordinator.alive());
+}
+
+}  // namespace
+}  // namespace edgefl
