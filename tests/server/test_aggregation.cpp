@@ -220,7 +220,7 @@ TEST(Aggregation, ServerLearningRateScalesTheStep) {
 
 TEST(Aggregation, MedianMatchesReferenceForEveryKernelPath) {
   std::mt19937_64 rng(5);
-  // Sizes on both sides of the sorting-network limit (32), odd and even, and
+  // Sizes on both sides of the sorting-network limit (24), odd and even, and
   // coordinates that do not fill the last 16-lane group or 64-wide block.
   for (std::size_t n : {1, 2, 3, 4, 9, 10, 16, 31, 32, 33, 34, 64, 101, 256, 301}) {
     const std::size_t p = 64 * 3 + 23;
