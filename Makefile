@@ -45,3 +45,15 @@ format:
 
 clean:
 	@rm -rf $(BUILD_DIR)
+
+# Benchmarks (Release, $(BENCH_DIR)): builds and runs every bench binary, each
+# for BENCH_MIN_TIME seconds a case, writing bench/results/<bench>.json and
+# the ratio table bench/results/README.md (bench/run.sh).
+BENCH_DIR ?= build-bench
+BENCH_MIN_TIME ?= 0.1
+.PHONY: bench
+bench: deps
+	@cmake -S . -B $(BENCH_DIR) -DCMAKE_BUILD_TYPE=Release -DEDGEFL_BUILD_BENCH=ON \
+	  -DEDGEFL_BUILD_TESTS=OFF $(CMAKE_FLAGS)
+	@cmake --build $(BENCH_DIR) -j $(JOBS) --target edgefl_bench
+	@bash bench/run.sh $(BENCH_DIR) $(BENCH_MIN_TIME)

@@ -15,19 +15,15 @@
 #include "edgefl/shared/arch.hpp"
 #include "edgefl/shared/model_scorer.hpp"
 #include "edgefl/shared/train.hpp"
+#include "random_data.hpp"
 
 namespace {
 
 using namespace edgefl;
 
 std::vector<float> pixels(std::size_t n) {
-  std::mt19937 rng(1);
-  std::uniform_real_distribution<float> dist(0.0f, 255.0f);
-  std::vector<float> out(n);
-  for (float& v : out) v = dist(rng);
-  return out;
+  return bench::pixelValues(n);
 }
-
 bool selectIsa(benchmark::State& state, KernelIsa& isa) {
   isa = static_cast<KernelIsa>(state.range(0));
   if (!kernelIsaAvailable(isa)) {

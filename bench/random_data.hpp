@@ -17,6 +17,15 @@ inline std::vector<float> normalFloats(std::size_t n, float stddev, std::uint64_
   return out;
 }
 
+// n pixel values uniform in [0, 255), like raw image input.
+inline std::vector<float> pixelValues(std::size_t n) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(0.0f, 255.0f);
+  std::vector<float> out(n);
+  for (float& v : out) v = dist(rng);
+  return out;
+}
+
 inline std::vector<std::uint8_t> randomBytes(std::size_t n, std::uint64_t seed) {
   std::mt19937_64 rng(seed);
   std::vector<std::uint8_t> out(n);

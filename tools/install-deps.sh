@@ -16,7 +16,11 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev libtomlplusplus-dev
   zlib1g-dev
+  python3
 )
+# libtorch, the peer of bench_torch (cmake -DEDGEFL_BENCH_TORCH=ON), is
+# large: installed only when asked for with EDGEFL_WITH_TORCH=1.
+if [[ "${EDGEFL_WITH_TORCH:-0}" == 1 ]]; then packages+=(libtorch-dev); fi
 
 missing=()
 for p in "${packages[@]}"; do
