@@ -4,8 +4,7 @@
 Reads the Google Benchmark JSON files in a results directory
 (bench_<name>.json, as bench/run.sh writes them) and prints a table with one
 row per ratio: the measured value, the goal and whether it is met. Every ratio
-is a counter measured side by side in one run (see bench/bound.hpp), except
-the training one, which divides two benchmarks of the same binary run.
+is a counter measured side by side in the same iterations (bench/bound.hpp).
 
     bench/results_table.py --machine "..." --commit abc123 bench/results
 """
@@ -13,7 +12,6 @@ the training one, which divides two benchmarks of the same binary run.
 import argparse
 import json
 import pathlib
-import re
 
 # (bench file, benchmark name, counter, goal, what the ratio is). A goal is
 # ("<=", x), (">=", x) or None for a figure shown without a budget.
@@ -46,12 +44,6 @@ for case, goal in (("scoring/MlpBatch1", (">=", 2.0)), ("scoring/MlpBatch64", No
     ROWS.append(("bench_torch", f"{case}/manual_time", "torch_speedup", goal,
                  f"libtorch time / edgefl time, {case}"))
 
-# Training throughput against the plain Eigen GEMM of the same run:
-# mlp:784-128-10 costs 3 x its forward flops per sample (forward, weight
-# gradients, input gradients), 3 x 2 x (784 x 128 + 128 x 10).
-MLP_TRAIN_FLOPS = 3 * 2 * (784 * 128 + 128 * 10)
-
-
 def load(results):
     runs = {}
     for path in sorted(pathlib.Path(results).glob("bench_*.json")):
@@ -66,19 +58,6 @@ def verdict(value, goal):
     op, bound = goal
     met = value <= bound if op == "<=" else value >= bound
     return f"{op} {bound:g}", "yes" if met else "**no**"
-
-
-def training_row(runs):
-    model = runs.get("bench_model", {})
-    gemm = model.get("BM_EigenGemm256")
-    # The best kernel build the CPU ran (generic, avx2, avx512).
-    train = [b for name, b in model.items()
-             if re.fullmatch(r"BM_MlpTrainSgdBatch64/\d", name) and not b.get("error_occurred")]
-    if gemm is None or not train or "us/sample" not in train[0]:
-        return None
-    best = min(b["us/sample"] for b in train)
-    gflops = MLP_TRAIN_FLOPS / (best * 1e-6) / 1e9
-    return gflops / gemm["GFLOP/s"], gflops, gemm["GFLOP/s"]
 
 
 def main():
@@ -109,13 +88,6 @@ def main():
         value = run[counter]
         goal_text, met = verdict(value, goal)
         print(f"| {what} | {value:.2f} | {goal_text} | {met} |")
-    training = training_row(runs)
-    if training is not None:
-        ratio, gflops, gemm = training
-        goal_text, met = verdict(ratio, (">=", 0.7))
-        print(f"| mlp training GFLOP/s ({gflops:.1f}) / Eigen GEMM GFLOP/s ({gemm:.1f}) | "
-              f"{ratio:.2f} | {goal_text} | {met} |")
-
 
 if __name__ == "__main__":
     main()

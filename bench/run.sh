@@ -27,6 +27,8 @@ done
 
 compiler=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build_dir/CMakeCache.txt")
 machine="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1), $(nproc) cores, $("${compiler:-c++}" --version | head -1)"
+# Other work on the machine skews every ratio: record how busy it was.
+machine="$machine; load average over 1, 5, 15 min at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ -x "$build_dir/bench/bench_torch" ]]; then
   # libtorch's matrix products go through the system BLAS (Debian
   # alternatives): name it, since it decides the peer's speed.
