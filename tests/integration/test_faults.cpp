@@ -9,11 +9,13 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <numeric>
 #include <random>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "edgefl/server/registry.hpp"
@@ -105,6 +107,18 @@ bool roundOneClosed(const server::Registry& reg) {
   return r.ok() && r->state == server::RoundState::Closed;
 }
 
+// `count` protocol-level devices <prefix>-0, <prefix>-1, ... enrolled in
+// `fleet` and connected to its broker.
+std::vector<std::unique_ptr<test::TestDevice>> enrollTestDevices(test::TestFleet& fleet,
+                                                                 const std::string& prefix,
+                                                                 int count) {
+  std::vector<std::unique_ptr<test::TestDevice>> devices;
+  for (int i = 0; i < count; ++i) {
+    devices.push_back(std::make_unique<test::TestDevice>(fleet, prefix + "-" + std::to_string(i)));
+  }
+  return devices;
+}
+
 TEST(Faults, CoordinatorKilledAtRandomPointsLosesNothingAndCountsNothingTwice) {
   // The last device sends only after the last kill, so the round stays open
   // through every iteration and then closes on the final restart.
@@ -119,10 +133,7 @@ TEST(Faults, CoordinatorKilledAtRandomPointsLosesNothingAndCountsNothingTwice) {
   fleet.config().rounds.maxUpdates = kDevices;
   fleet.config().rounds.deadlineSeconds = 600;
   fleet.saveConfig();
-  std::vector<std::unique_ptr<test::TestDevice>> devices;
-  for (int i = 0; i < kDevices; ++i) {
-    devices.push_back(std::make_unique<test::TestDevice>(fleet, "dev-" + std::to_string(i)));
-  }
+  auto devices = enrollTestDevices(fleet, "dev", kDevices);
   CoordinatorProcess coordinator(fleet);
   coordinator.start();
   ASSERT_NO_FATAL_FAILURE(openRoundOne(fleet));
@@ -249,6 +260,118 @@ TEST(Faults, CoordinatorKilledAtRandomPointsLosesNothingAndCountsNothingTwice) {
             << loopSeconds << " s; " << ackedAccepted.size() << " of " << kDevices
             << " devices told ACCEPTED, " << r->verdicts["Duplicate"] << " duplicates answered\n";
   ASSERT_TRUE(coordinator.alive());
+}
+
+// A number from the environment, else `fallback`.
+double envNumber(const char* name, double fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::strtod(v, nullptr) : fallback;
+}
+
+// Sustained ingest: signed updates at a fixed rate through the broker into
+// the coordinator process, then every update the broker took is accounted
+// for in the registry, accepted or rejected. tools/load.sh runs this for
+// minutes (EDGEFL_LOAD_SECONDS, EDGEFL_LOAD_RATE); the suite for 20 s.
+TEST(Faults, SustainedLoadEveryUpdateIsAccountedFor) {
+  const double seconds = envNumber("EDGEFL_LOAD_SECONDS", 20);
+  const double rate = envNumber("EDGEFL_LOAD_RATE", 100);
+  ASSERT_GT(seconds, 0);
+  ASSERT_GT(rate, 0);
+  // Each device's first update is accepted; its later ones (other
+  // trainings) are answered Duplicate after the same full verification.
+  // The round stays open for the whole run.
+  constexpr int kDevices = 20, kVariants = 3;
+  IdxOptions io;
+  io.firstN = kDevices * kVariants * 100;
+  auto data = loadFashionMnist("train", io);
+  ASSERT_TRUE(data.ok()) << data.error().toString();
+  test::TestFleet fleet;
+  fleet.config().rounds.minUpdates = kDevices;
+  fleet.config().rounds.maxUpdates = 10'000'000;
+  fleet.config().rounds.deadlineSeconds = static_cast<std::int64_t>(seconds) + 3600;
+  fleet.saveConfig();
+  auto devices = enrollTestDevices(fleet, "load", kDevices);
+  CoordinatorProcess coordinator(fleet);
+  coordinator.start();
+  ASSERT_NO_FATAL_FAILURE(openRoundOne(fleet));
+  std::vector<std::vector<Bytes>> updates(kDevices);
+  for (int i = 0; i < kDevices; ++i) {
+    auto& d = *devices[static_cast<std::size_t>(i)];
+    ASSERT_TRUE(d.fetchModel("stable", 30s));
+    ASSERT_TRUE(d.waitRound(30s));
+    for (int v = 0; v < kVariants; ++v) {
+      std::vector<std::uint32_t> idx(100);
+      std::iota(idx.begin(), idx.end(), static_cast<std::uint32_t>(i * kVariants + v) * 100);
+      updates[static_cast<std::size_t>(i)].push_back(d.buildUpdate(*data, idx));
+    }
+  }
+
+  const auto total = static_cast<std::uint64_t>(seconds * rate);
+  const auto period = std::chrono::duration<double>(1.0 / rate);
+  std::uint64_t sentCount = 0, refused = 0;
+  double maxLagSeconds = 0;
+  const auto start = std::chrono::steady_clock::now();
+  for (std::uint64_t n = 0; n < total; ++n) {
+    const auto due = start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                 period * static_cast<double>(n));
+    std::this_thread::sleep_until(due);
+    maxLagSeconds =
+        std::max(maxLagSeconds,
+                 std::chrono::duration<double>(std::chrono::steady_clock::now() - due).count());
+    const std::size_t device = n % kDevices, variant = (n / kDevices) % kVariants;
+    const int rc = devices[device]->send(updates[device][variant]);
+    if (rc >= 0 && rc < 0x80) {
+      ++sentCount;
+    } else {
+      ++refused;
+    }
+  }
+  const double sendSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(refused, 0u) << "publishes the broker did not take";
+  EXPECT_GE(static_cast<double>(sentCount) / sendSeconds, 0.9 * rate)
+      << "the sender could not keep the rate: the run did not load what it says";
+
+  server::Registry reg = openRegistry(fleet);
+  std::map<std::string, std::uint64_t> verdicts;
+  std::uint64_t recorded = 0;
+  const auto drainStart = std::chrono::steady_clock::now();
+  ASSERT_TRUE(waitUntil(
+      [&] {
+        verdicts.clear();
+        recorded = 0;
+        for (const auto& u : reg.updates(1)) {
+          ++verdicts[u.accepted ? "accepted" : u.reason];
+          ++recorded;
+        }
+        return recorded >= sentCount;
+      },
+      120s))
+      << recorded << " of " << sentCount << " recorded; log in " << coordinator.log();
+  const double drainSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - drainStart).count();
+  std::this_thread::sleep_for(500ms);  // nothing more arrives than was sent
+  EXPECT_EQ(reg.updates(1).size(), sentCount);
+  EXPECT_EQ(verdicts["accepted"], static_cast<std::uint64_t>(kDevices));
+  EXPECT_EQ(acceptedRows(reg, 1).size(), static_cast<std::size_t>(kDevices));
+  EXPECT_EQ(reg.integrityCheck(), "ok");
+  EXPECT_TRUE(coordinator.alive());
+  std::ostringstream summary;
+  summary << sentCount << " updates (" << updates[0][0].size() / 1024 << " KB each) in "
+          << sendSeconds << " s (" << static_cast<double>(sentCount) / sendSeconds << "/s, asked "
+          << rate << "/s, worst lag " << maxLagSeconds << " s); all recorded " << drainSeconds
+          << " s after the last; coordinator VmHWM ";
+  {
+    std::ifstream status("/proc/" + std::to_string(coordinator.pid()) + "/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmHWM:", 0) == 0) summary << line.substr(line.find_first_not_of(" \t", 6));
+    }
+  }
+  summary << "; verdicts:";
+  for (const auto& [reason, count] : verdicts) summary << " " << reason << "=" << count;
+  std::cout << "[ load     ] " << summary.str() << "\n";
+  RecordProperty("load", summary.str());
 }
 
 }  // namespace
