@@ -319,13 +319,21 @@ std::string summaryText(const SimSummary& s) {
           << "rejected: " << joinCounts(a.rejectedByReason, ", ") << "\n";
     }
   }
-  out << "Rollout: " << s.promotions << " canary -> stable promotions, " << s.rollbacks
+  out << "Rollout: " << s.promotions << " models promoted to stable, " << s.rollbacks
       << " rollbacks, " << s.gateRejections << " candidates rejected by the validation gate\n";
   out << "Deployed: stable v" << s.stableVersion << " (holdout accuracy "
       << percent(s.stableAccuracy) << ")";
   if (!s.lineage.empty()) {
+    // The newest few and the initial model; the JSON has all of them.
+    constexpr std::size_t kShown = 6;
     out << ", lineage ";
-    for (std::size_t i = 0; i < s.lineage.size(); ++i) out << (i ? " <- " : "") << s.lineage[i];
+    for (std::size_t i = 0; i < s.lineage.size(); ++i) {
+      if (i >= kShown && i + 1 < s.lineage.size()) {
+        if (i == kShown) out << " <- ... (" << s.lineage.size() - kShown - 1 << " more)";
+        continue;
+      }
+      out << (i ? " <- " : "") << s.lineage[i];
+    }
   }
   out << "\n";
   out << "Throughput: " << fixed(s.clientRoundsPerSecond, 1) << " client-rounds/s ("

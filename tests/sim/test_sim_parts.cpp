@@ -214,6 +214,11 @@ TEST(SimReport, RowsCsvJsonAndPlotCarryTheRoundFigures) {
   EXPECT_NE(sim::rowText(s.rounds[0]).find("BadSignature=2"), std::string::npos);
   EXPECT_NE(sim::summaryText(s).find("10.00% -> 60.00% -> 70.00% -> 80.00%"), std::string::npos)
       << sim::summaryText(s);
+  for (int v = 12; v >= 1; --v) s.lineage.push_back("v" + std::to_string(v));
+  const std::string text = sim::summaryText(s);
+  EXPECT_NE(text.find("lineage v12 <- v11 <- v10 <- v9 <- v8 <- v7 <- ... (5 more) <- v1"),
+            std::string::npos)
+      << text;
   EXPECT_EQ(sim::csvPathFor("/a/b/summary.json"), std::filesystem::path("/a/b/summary.csv"));
   EXPECT_EQ(sim::svgPathFor("/a/b/summary.json"), std::filesystem::path("/a/b/summary.svg"));
 }
