@@ -1,7 +1,8 @@
 // edgefl-coordinator as its own process behind a real mosquitto, SIGKILLed
 // at random points of a round again and again: the registry stays intact,
 // no acknowledged update is lost, none is counted twice, and the round
-// completes after the last restart. (Faults of real devices and of the
+// completes after the last restart. Under sustained load at a fixed rate,
+// every update sent is accounted for. (Faults of real devices and of the
 // broker under them: test_device_faults.cpp.)
 
 #include <gtest/gtest.h>
