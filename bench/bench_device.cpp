@@ -335,16 +335,19 @@ void BM_ClientRound(benchmark::State& state) {
   ctx.tensorSizes.assign(model.tensorSizes().begin(), model.tensorSizes().end());
   const std::string topic = deviceTopic("bench", "dev", "update");
   std::uint64_t round = 0, rejected = 0;
+  std::string why;
   for (auto _ : state) {
     ++round;
     sent.clear();
     (void)device->handleMessage(roundTopic("bench"), roundTask(fleet, model, round));
     ctx.round = round;
     const server::Verdict v = verifier.verify(topic, sent, ctx);
-    rejected += v.accepted() ? 0 : 1;
+    if (!v.accepted() && rejected++ == 0) {
+      why = std::string(codeName(v.code)) + " in round " + std::to_string(round) + ": " + v.detail;
+    }
     benchmark::DoNotOptimize(v.norm);
   }
-  if (rejected != 0) state.SkipWithError("the coordinator rejected an update");
+  if (rejected != 0) state.SkipWithError(("the coordinator rejected an update: " + why).c_str());
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
   state.counters["per_core_vs_goal_150"] = benchmark::Counter(
       static_cast<double>(state.iterations()) / 150.0, benchmark::Counter::kIsRate);
