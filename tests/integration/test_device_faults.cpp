@@ -36,16 +36,6 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-template <typename F>
-bool waitUntil(F&& condition, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(25ms);
-  }
-  return true;
-}
-
 const Dataset& fashionTrain() {
   static const Dataset data = [] {
     IdxOptions o;
@@ -129,29 +119,30 @@ TEST(DeviceFaults, BrokerRestartedMidRoundDevicesAndCoordinatorReconnect) {
     devices.push_back(std::move(d.value()));
   }
   for (auto& d : devices) {
-    ASSERT_TRUE(waitUntil([&] { return d->status().modelLoaded; }, 30s)) << d->id();
+    ASSERT_TRUE(test::waitUntil([&] { return d->status().modelLoaded; }, 30s)) << d->id();
   }
   // The first device trains and is accepted before the broker goes down.
   ASSERT_NO_FATAL_FAILURE(observeExamples(*devices[0], 0, 400));
-  ASSERT_TRUE(waitUntil([&] { return devices[0]->status().lastAckVerdict == "accepted"; }, 60s))
+  ASSERT_TRUE(
+      test::waitUntil([&] { return devices[0]->status().lastAckVerdict == "accepted"; }, 60s))
       << devices[0]->status().roundState;
 
   fleet.broker().stop();
   for (auto& d : devices) {
-    ASSERT_TRUE(waitUntil([&] { return !d->status().connected; }, 30s)) << d->id();
+    ASSERT_TRUE(test::waitUntil([&] { return !d->status().connected; }, 30s)) << d->id();
   }
   // The others train while it is down: their updates wait, stored.
   for (int i = 1; i < kDevices; ++i) {
     auto& d = *devices[static_cast<std::size_t>(i)];
     ASSERT_NO_FATAL_FAILURE(observeExamples(d, static_cast<std::uint32_t>(i) * 400, 400));
-    ASSERT_TRUE(waitUntil([&] { return d.status().pendingUpdates == 1u; }, 60s))
+    ASSERT_TRUE(test::waitUntil([&] { return d.status().pendingUpdates == 1u; }, 60s))
         << d.id() << ": " << d.status().roundState;
   }
   std::this_thread::sleep_for(1s);  // the coordinator's reconnect attempts fail meanwhile
   fleet.broker().start();
 
   auto reg = openRegistry(fleet);
-  ASSERT_TRUE(waitUntil(
+  ASSERT_TRUE(test::waitUntil(
       [&] {
         auto r = reg.round(1);
         return r.ok() && r->state == server::RoundState::Closed;
@@ -159,7 +150,7 @@ TEST(DeviceFaults, BrokerRestartedMidRoundDevicesAndCoordinatorReconnect) {
       90s))
       << "coordinator log in " << (fleet.dir() / "coordinator.log");
   for (auto& d : devices) {
-    ASSERT_TRUE(waitUntil(
+    ASSERT_TRUE(test::waitUntil(
         [&] {
           const DeviceStatus s = d->status();
           // A resend that crossed the first answer is told "duplicate".
@@ -248,7 +239,7 @@ TEST(DeviceFaults, FullDiskGivesAClearErrorAndLeavesTheStoreIntact) {
   {
     auto coordinator = startCoordinator(fleet);
     auto reg = openRegistry(fleet);
-    ASSERT_TRUE(waitUntil([&] { return reg.activeDeployment("stable").has_value(); }, 60s))
+    ASSERT_TRUE(test::waitUntil([&] { return reg.activeDeployment("stable").has_value(); }, 60s))
         << "coordinator log in " << (fleet.dir() / "coordinator.log");
     deployment = reg.activeDeployment("stable")->signedBytes;
     coordinator->kill(SIGTERM);
@@ -270,7 +261,7 @@ TEST(DeviceFaults, FullDiskGivesAClearErrorAndLeavesTheStoreIntact) {
       env, work.path() / "storage", log);
   ASSERT_GT(pid, 0);
   int status = 0;
-  ASSERT_TRUE(waitUntil([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 120s))
+  ASSERT_TRUE(test::waitUntil([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, 120s))
       << test::readTextFile(log);
   const std::string output = test::readTextFile(log);
   ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << output;

@@ -28,16 +28,6 @@ namespace edgefl {
 namespace {
 using namespace std::chrono_literals;
 
-template <typename F>
-bool waitUntil(F&& condition, std::chrono::milliseconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(25ms);
-  }
-  return true;
-}
-
 // edgefl-coordinator for one fleet, killed and restarted at will. Every
 // start appends to the same log; a start is complete when the log has one
 // more "running" line than before it.
@@ -54,7 +44,7 @@ class CoordinatorProcess {
   }
   // True once the latest start is serving (broker connected, round resumed).
   bool waitRunning(std::chrono::milliseconds timeout = 30s) {
-    return waitUntil([&] { return runningLines() > linesBefore_; }, timeout);
+    return test::waitUntil([&] { return runningLines() > linesBefore_; }, timeout);
   }
   void kill(int signal) {
     if (process_) lastStatus_ = process_->kill(signal);
@@ -229,7 +219,7 @@ TEST(Faults, CoordinatorKilledAtRandomPointsLosesNothingAndCountsNothingTwice) {
   drainAcks(50ms);
   checkNothingLostOrDoubled(kIterations);
   coordinator.start();
-  ASSERT_TRUE(waitUntil(
+  ASSERT_TRUE(test::waitUntil(
       [&] {
         drainAcks(200ms);
         if (roundOneClosed(reg)) return true;
@@ -337,7 +327,7 @@ TEST(Faults, SustainedLoadEveryUpdateIsAccountedFor) {
   std::map<std::string, std::uint64_t> verdicts;
   std::uint64_t recorded = 0;
   const auto drainStart = std::chrono::steady_clock::now();
-  ASSERT_TRUE(waitUntil(
+  ASSERT_TRUE(test::waitUntil(
       [&] {
         verdicts.clear();
         recorded = 0;

@@ -4,8 +4,10 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace edgefl::test {
@@ -27,5 +29,17 @@ class ChildProcess {
  private:
   pid_t pid_ = -1;
 };
+
+// Polls `condition` every 25 ms until it holds (true) or `timeout` passes
+// (false).
+template <typename F>
+bool waitUntil(F&& condition, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return true;
+}
 
 }  // namespace edgefl::test
