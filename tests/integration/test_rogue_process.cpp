@@ -386,9 +386,13 @@ TEST_F(RogueProcess, FloodFromOneDeviceIsRecordedAndMemoryStaysBounded) {
   // Bounded: the queue holds at most queue_capacity messages and overflow
   // verdicts are capped, so a flood must not grow the process by more than
   // a small fixed amount.
+  // Under AddressSanitizer freed blocks wait in its quarantine (256 MB by
+  // default) instead of going back, so the bound is checked only without it.
+#if !defined(__SANITIZE_ADDRESS__)
   constexpr long kBoundKb = 64 * 1024;
   EXPECT_LT(rssAfter - rssBefore, kBoundKb);
   EXPECT_LT(peak - rssBefore, kBoundKb);
+#endif
 
   // The coordinator still serves the honest device: the round completes.
   ASSERT_TRUE(sent(honestB.send(trainedUpdate(honestB, 1200, 1200))));

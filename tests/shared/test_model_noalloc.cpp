@@ -40,10 +40,10 @@ std::atomic<bool> gCounting{false};
 std::atomic<long> gMallocCalls{0};
 std::atomic<long> gNewCalls{0};
 
-void countMalloc() {
+[[maybe_unused]] void countMalloc() {
   if (gCounting.load(std::memory_order_relaxed)) gMallocCalls.fetch_add(1);
 }
-void countNew() {
+[[maybe_unused]] void countNew() {
   if (gCounting.load(std::memory_order_relaxed)) gNewCalls.fetch_add(1);
 }
 
