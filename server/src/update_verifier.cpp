@@ -26,7 +26,6 @@ Verdict UpdateVerifier::verify(std::string_view topic, ByteView payload,
                                const RoundContext& round) const {
   Verdict v;
   v.round = round.round;
-  v.digest = blake2b256(payload);
   auto reject = [&](Code code, std::string detail) -> Verdict& {
     v.code = code;
     v.detail = std::move(detail);
@@ -38,14 +37,19 @@ Verdict UpdateVerifier::verify(std::string_view topic, ByteView payload,
   if (!where || where->leaf != "update") {
     std::string detail(1, '\'');  // built by appends: GCC 12 -Wrestrict misfires on "'" + s
     detail.append(topic).append("' is not a device update topic");
+    v.digest = blake2b256(payload);
     return reject(Code::BadTopic, std::move(detail));
   }
   v.deviceId = where->deviceId;
 
   auto envelope = parseEnvelope(payload, options_.limits);
-  if (!envelope.ok()) return reject(envelope.code(), envelope.error().detail);
+  if (!envelope.ok()) {
+    v.digest = blake2b256(payload);  // no envelope: the raw bytes are all there is to name
+    return reject(envelope.code(), envelope.error().detail);
+  }
   // From here on the digest names the signed Update payload, as the device
-  // that built it does (the envelope around it may be re-sealed).
+  // that built it does (the envelope around it may be re-sealed); the
+  // envelope itself is not hashed, a second pass over up to 16 MB.
   const auto signedPayload = envelope->root().getPayload();
   v.digest = blake2b256(ByteView(signedPayload.begin(), signedPayload.size()));
   auto keys = this->keys();
