@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstring>
 #include <ctime>
+#include <thread>
 
 namespace edgefl::server {
 namespace {
@@ -124,7 +126,9 @@ CREATE TABLE events (
 )sql",
 };
 
-std::int64_t nowSeconds() { return static_cast<std::int64_t>(std::time(nullptr)); }
+std::int64_t nowSeconds() {
+  return static_cast<std::int64_t>(std::time(nullptr));
+}
 
 // A prepared statement with typed binds and column reads.
 class Stmt {
@@ -309,7 +313,8 @@ DeploymentState deploymentStateFromName(std::string_view name) {
 }  // namespace
 
 Registry::Registry(sqlite3* db) : db_(db) {}
-Registry::Registry(Registry&& o) noexcept : db_(std::exchange(o.db_, nullptr)), txDepth_(o.txDepth_) {}
+Registry::Registry(Registry&& o) noexcept
+    : db_(std::exchange(o.db_, nullptr)), txDepth_(o.txDepth_) {}
 Registry& Registry::operator=(Registry&& o) noexcept {
   if (this != &o) {
     if (db_) sqlite3_close_v2(db_);
@@ -324,9 +329,9 @@ Registry::~Registry() {
 
 Result<Registry> Registry::open(const std::filesystem::path& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db,
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-                           nullptr);
+  int rc =
+      sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close_v2(db);
@@ -334,31 +339,62 @@ Result<Registry> Registry::open(const std::filesystem::path& path) {
   }
   Registry reg(db);
   sqlite3_busy_timeout(db, 5000);
-  // WAL + synchronous=FULL: a committed transaction survives a crash or
-  // power loss, which "durable before acknowledged" relies on.
-  EDGEFL_TRY(exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;"));
-  const int have = reg.schemaVersion();
+  // Two processes may create a new registry at once (the coordinator's
+  // first start and an operator's command). Switching a new file to WAL
+  // and migrating it take locks for which SQLite can answer SQLITE_BUSY
+  // without waiting (when waiting could deadlock), so the set-up is retried
+  // for a bounded time. Each migration step re-reads the version inside its
+  // write transaction, so the registry is migrated once.
   const int want = static_cast<int>(std::size(kMigrations));
-  if (have > want) {
-    return makeError(Code::BadConfig, path.string() + " has schema version " +
-                                          std::to_string(have) + "; this build knows up to " +
-                                          std::to_string(want));
-  }
-  // Each step re-reads the version inside its write transaction, so two
-  // processes opening a new registry at once migrate it once.
-  for (bool done = have >= want; !done;) {
-    Status st = reg.transaction([&]() -> Status {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+  auto busy = [](int code) {
+    return (code & 0xff) == SQLITE_BUSY || (code & 0xff) == SQLITE_LOCKED;
+  };
+  std::chrono::milliseconds pause(2);
+  for (;;) {
+    int code = SQLITE_OK;
+    std::string failure;
+    // WAL + synchronous=FULL: a committed transaction survives a crash or
+    // power loss, which "durable before acknowledged" relies on.
+    code = sqlite3_exec(db,
+                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                        nullptr, nullptr, nullptr);
+    bool done = false;
+    while (code == SQLITE_OK && !done) {
+      code = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
+      if (code != SQLITE_OK) break;
       const int v = reg.schemaVersion();
-      if (v >= want) {
+      if (v < 0) {
+        code = sqlite3_extended_errcode(db);
+        if (code == SQLITE_OK) code = SQLITE_ERROR;
+      } else if (v > want) {
+        (void)sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        return makeError(Code::BadConfig, path.string() + " has schema version " +
+                                              std::to_string(v) + "; this build knows up to " +
+                                              std::to_string(want));
+      } else if (v == want) {
         done = true;
-        return {};
+      } else {
+        code = sqlite3_exec(db, kMigrations[v], nullptr, nullptr, nullptr);
+        if (code == SQLITE_OK) {
+          code = sqlite3_exec(db, ("PRAGMA user_version=" + std::to_string(v + 1)).c_str(), nullptr,
+                              nullptr, nullptr);
+        }
       }
-      EDGEFL_TRY(exec(db, kMigrations[v]));
-      return exec(db, ("PRAGMA user_version=" + std::to_string(v + 1)).c_str());
-    });
-    if (!st.ok()) return st.error();
+      if (code == SQLITE_OK) code = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+      if (code != SQLITE_OK) {
+        failure = sqlite3_errmsg(db);
+        (void)sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+      }
+    }
+    if (code == SQLITE_OK) return reg;
+    if (failure.empty()) failure = sqlite3_errmsg(db);
+    if (!busy(code) || std::chrono::steady_clock::now() >= deadline) {
+      return makeError(Code::IoError, "cannot set up registry " + path.string() + ": " + failure);
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, std::chrono::milliseconds(100));
   }
-  return reg;
 }
 
 int Registry::schemaVersion() const {
@@ -398,7 +434,10 @@ Result<std::uint64_t> Registry::addModel(ModelRecord m) {
            "INSERT INTO models (version, parent, arch, digest, parameter_count, size_bytes, stage, "
            "round, accuracy, loss, per_class, reason, created_at, bytes) "
            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    s.bind(1, version).bind(2, m.parent).bind(3, m.arch).bindBlob(4, m.digest.data(), m.digest.size());
+    s.bind(1, version)
+        .bind(2, m.parent)
+        .bind(3, m.arch)
+        .bindBlob(4, m.digest.data(), m.digest.size());
     s.bind(5, m.parameterCount).bind(6, m.sizeBytes).bind(7, stageName(m.stage)).bind(8, m.round);
     s.bind(9, m.accuracy).bind(10, m.loss);
     s.bindBlob(11, m.perClassAccuracy.data(), m.perClassAccuracy.size() * sizeof(double));
@@ -414,7 +453,9 @@ Result<std::uint64_t> Registry::addModel(ModelRecord m) {
 }
 
 Result<ModelRecord> Registry::model(std::uint64_t version, bool withBytes) const {
-  Stmt s(db_, (std::string("SELECT ") + kModelColumns + ", bytes FROM models WHERE version = ?").c_str());
+  Stmt s(
+      db_,
+      (std::string("SELECT ") + kModelColumns + ", bytes FROM models WHERE version = ?").c_str());
   s.bind(1, version);
   if (s.step() != SQLITE_ROW) {
     return makeError(Code::NotFound, "no model version " + std::to_string(version));
@@ -431,8 +472,9 @@ std::vector<ModelRecord> Registry::models() const {
 
 Status Registry::setModelStage(std::uint64_t version, ModelStage stage, const std::string& reason) {
   return transaction([&]() -> Status {
-    Stmt s(db_, "UPDATE models SET stage = ?, reason = CASE WHEN ? = '' THEN reason ELSE ? END "
-                "WHERE version = ?");
+    Stmt s(db_,
+           "UPDATE models SET stage = ?, reason = CASE WHEN ? = '' THEN reason ELSE ? END "
+           "WHERE version = ?");
     s.bind(1, stageName(stage)).bind(2, reason).bind(3, reason).bind(4, version);
     EDGEFL_TRY(s.run());
     if (sqlite3_changes(db_) == 0) {
@@ -487,9 +529,10 @@ Status Registry::openRound(const RoundRecord& r) {
 }
 
 Result<RoundRecord> Registry::round(std::uint64_t round) const {
-  Stmt s(db_,
-         "SELECT round, trigger, config, state, base_version, opened_at, deadline, closed_at, "
-         "selected, result_version, strategy, noise_multiplier, outcome FROM rounds WHERE round = ?");
+  Stmt s(
+      db_,
+      "SELECT round, trigger, config, state, base_version, opened_at, deadline, closed_at, "
+      "selected, result_version, strategy, noise_multiplier, outcome FROM rounds WHERE round = ?");
   s.bind(1, round);
   if (s.step() != SQLITE_ROW) return makeError(Code::NotFound, "no round " + std::to_string(round));
   RoundRecord r;
@@ -550,16 +593,17 @@ Status Registry::updateRound(const RoundRecord& r) {
     s.bind(4, r.resultVersion).bind(5, r.strategy).bind(6, r.noiseMultiplier).bind(7, r.outcome);
     s.bind(8, r.round);
     EDGEFL_TRY(s.run());
-    if (sqlite3_changes(db_) == 0) return makeError(Code::NotFound, "no round " + std::to_string(r.round));
+    if (sqlite3_changes(db_) == 0)
+      return makeError(Code::NotFound, "no round " + std::to_string(r.round));
     for (const auto& [phase, ms] : r.phaseMillis) {
       Stmt p(db_, "INSERT OR REPLACE INTO round_phases (round, phase, millis) VALUES (?,?,?)");
       p.bind(1, r.round).bind(2, phase).bind(3, ms);
       EDGEFL_TRY(p.run());
     }
     if (r.state != RoundState::Open) {
-      return logEvent("round", std::to_string(r.round),
-                      std::string(roundStateName(r.state)) +
-                          (r.outcome.empty() ? "" : ": " + r.outcome));
+      return logEvent(
+          "round", std::to_string(r.round),
+          std::string(roundStateName(r.state)) + (r.outcome.empty() ? "" : ": " + r.outcome));
     }
     return {};
   });
@@ -568,8 +612,8 @@ Status Registry::updateRound(const RoundRecord& r) {
 Status Registry::recordUpdate(const UpdateRecord& u) {
   return transaction([&]() -> Status {
     if (u.accepted) {
-      Stmt exists(db_,
-                  "SELECT 1 FROM updates WHERE round = ? AND device_id = ? AND verdict = 'accepted'");
+      Stmt exists(
+          db_, "SELECT 1 FROM updates WHERE round = ? AND device_id = ? AND verdict = 'accepted'");
       exists.bind(1, u.round).bind(2, u.deviceId);
       if (exists.step() == SQLITE_ROW) {
         return makeError(Code::AlreadyExists, "an accepted update for round " +
@@ -618,7 +662,8 @@ UpdateRecord readUpdate(const Stmt& s, bool withDelta) {
 }
 }  // namespace
 
-std::optional<UpdateRecord> Registry::update(std::uint64_t round, const std::string& deviceId) const {
+std::optional<UpdateRecord> Registry::update(std::uint64_t round,
+                                             const std::string& deviceId) const {
   // The accepted update if there is one, else the latest rejection.
   Stmt s(db_, (std::string("SELECT ") + kUpdateColumns +
                ", delta FROM updates WHERE round = ? AND device_id = ? "
@@ -723,7 +768,8 @@ Status Registry::addDeployment(const DeploymentRecord& d) {
                                                   " is not newer than the last one");
     }
     // A new deployment on a channel supersedes the active one there.
-    Stmt sup(db_, "UPDATE deployments SET state = 'superseded' WHERE channel = ? AND state = 'active'");
+    Stmt sup(db_,
+             "UPDATE deployments SET state = 'superseded' WHERE channel = ? AND state = 'active'");
     sup.bind(1, d.channel);
     EDGEFL_TRY(sup.run());
     Stmt s(db_,
@@ -735,7 +781,8 @@ Status Registry::addDeployment(const DeploymentRecord& d) {
     EDGEFL_TRY(s.run());
     return logEvent("deployment", std::to_string(d.sequence),
                     "v" + std::to_string(d.version) + " to " + d.channel + " at " +
-                        std::to_string(d.percent) + "%" + (d.reason.empty() ? "" : ": " + d.reason));
+                        std::to_string(d.percent) + "%" +
+                        (d.reason.empty() ? "" : ": " + d.reason));
   });
 }
 
@@ -747,13 +794,15 @@ Status Registry::setDeploymentState(std::uint64_t sequence, DeploymentState stat
     if (sqlite3_changes(db_) == 0) {
       return makeError(Code::NotFound, "no deployment " + std::to_string(sequence));
     }
-    return logEvent("deployment", std::to_string(sequence), std::string(deploymentStateName(state)));
+    return logEvent("deployment", std::to_string(sequence),
+                    std::string(deploymentStateName(state)));
   });
 }
 
 namespace {
 constexpr const char* kDeploymentSelect =
-    "SELECT sequence, version, channel, percent, state, created_at, reason, signed FROM deployments";
+    "SELECT sequence, version, channel, percent, state, created_at, reason, signed FROM "
+    "deployments";
 DeploymentRecord readDeployment(const Stmt& s) {
   DeploymentRecord d;
   d.sequence = s.u64(0);
@@ -805,8 +854,9 @@ Result<std::int64_t> Registry::submitCommand(const std::string& kind, const std:
 }
 
 std::vector<CommandRecord> Registry::pendingCommands() const {
-  Stmt s(db_, "SELECT id, kind, args, created_at, done_at, result FROM commands "
-              "WHERE done_at = 0 ORDER BY id");
+  Stmt s(db_,
+         "SELECT id, kind, args, created_at, done_at, result FROM commands "
+         "WHERE done_at = 0 ORDER BY id");
   std::vector<CommandRecord> out;
   while (s.step() == SQLITE_ROW) {
     out.push_back({s.i64(0), s.text(1), s.text(2), s.i64(3), s.i64(4), s.text(5)});
@@ -838,7 +888,8 @@ std::vector<EventRecord> Registry::events(std::size_t limit) const {
   Stmt s(db_, "SELECT id, at, kind, subject, detail FROM events ORDER BY id DESC LIMIT ?");
   s.bind(1, static_cast<std::int64_t>(limit));
   std::vector<EventRecord> out;
-  while (s.step() == SQLITE_ROW) out.push_back({s.i64(0), s.i64(1), s.text(2), s.text(3), s.text(4)});
+  while (s.step() == SQLITE_ROW)
+    out.push_back({s.i64(0), s.i64(1), s.text(2), s.text(3), s.text(4)});
   std::reverse(out.begin(), out.end());
   return out;
 }

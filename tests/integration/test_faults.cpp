@@ -75,7 +75,9 @@ void openRoundOne(test::TestFleet& fleet) {
   std::string out;
   ASSERT_EQ(test::runCli("round start --fleet " + fleet.dir().string() + " --wait 60", &out), 0)
       << out;
-  ASSERT_NE(out.find("round 1 opened"), std::string::npos) << out;
+  ASSERT_NE(out.find("round 1 opened"), std::string::npos)
+      << out << "coordinator log:\n"
+      << test::readTextFile(fleet.dir() / "coordinator.log");
 }
 
 // Accepted rows of `round` per device: each must be 1.

@@ -5,6 +5,7 @@
 
 #include <csignal>
 #include <fstream>
+#include <vector>
 
 #include "edgefl/server/registry.hpp"
 #include "support/broker.hpp"
@@ -77,6 +78,48 @@ TEST(Registry, RefusesANewerSchemaAndGarbageFiles) {
   const auto junk = tmp.path() / "junk.db";
   std::ofstream(junk) << std::string(8192, 'x');
   EXPECT_FALSE(Registry::open(junk).ok());
+}
+
+// The coordinator's first start and an operator's command may create the
+// registry at the same moment: every process gets a working registry,
+// migrated once. (SQLite can answer SQLITE_BUSY here without waiting.)
+TEST(Registry, ProcessesCreatingOneRegistryAtOnceAllSucceed) {
+  constexpr int kIterations = 60;
+  constexpr int kProcesses = 3;
+  for (int it = 0; it < kIterations; ++it) {
+    test::TempDir tmp;
+    const auto path = tmp.path() / "registry.db";
+    int gate[2];
+    ASSERT_EQ(::pipe(gate), 0);
+    std::vector<pid_t> children;
+    for (int c = 0; c < kProcesses; ++c) {
+      const pid_t pid = ::fork();
+      ASSERT_GE(pid, 0);
+      if (pid == 0) {
+        ::close(gate[1]);
+        char byte = 0;
+        (void)!::read(gate[0], &byte, 1);  // all start when the gate opens
+        auto reg = Registry::open(path);
+        if (!reg.ok()) ::_exit(1);
+        ::_exit(reg->submitCommand("round-start", "child").ok() ? 0 : 2);
+      }
+      children.push_back(pid);
+    }
+    ::close(gate[0]);
+    ::close(gate[1]);  // EOF releases every child at once
+    for (pid_t pid : children) {
+      int status = 0;
+      ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+      EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0)
+          << "iteration " << it << ": a process could not open or write the new registry (exit "
+          << (WIFEXITED(status) ? WEXITSTATUS(status) : -1) << ")";
+    }
+    auto reg = Registry::open(path);
+    ASSERT_TRUE(reg.ok()) << reg.error().toString();
+    EXPECT_EQ(reg->schemaVersion(), 1);
+    EXPECT_EQ(reg->pendingCommands().size(), static_cast<std::size_t>(kProcesses));
+    if (HasFailure()) break;
+  }
 }
 
 TEST(Registry, ModelsLineageAndStages) {
