@@ -719,7 +719,7 @@ void DeviceCore::runTraining(const RoundPlan& plan, std::shared_ptr<const Cached
     std::mt19937_64 rng(std::random_device{}());
     built = builder_->build(model, d, plan,
                             residual ? std::span<float>(residual->values) : std::span<float>(), rng,
-                            now());
+                            now(), &base->parameterDigest);
   } else {
     built = data.error();
   }

@@ -10,13 +10,6 @@
 namespace edgefl::device {
 namespace {
 
-bool allFinite(std::span<const float> values) {
-  for (float v : values) {
-    if (!std::isfinite(v)) return false;
-  }
-  return true;
-}
-
 // float32 tensors written as they are, without encodeDelta's checks: the
 // path a hook that planted NaN or infinity takes (an attacker's update).
 DeltaEncodeInfo writeRawFloat32(std::span<const float> delta,
@@ -141,8 +134,8 @@ Result<std::vector<float>> UpdateBuilder::delta(const Model& base, const Model& 
 Result<Bytes> UpdateBuilder::encode(const Model& base, std::span<float> delta,
                                     const RoundPlan& plan, const LocalTraining& training,
                                     std::uint32_t sampleCount, std::span<float> residual,
-                                    std::mt19937_64& rng, std::int64_t now,
-                                    DeltaEncodeInfo* info) const {
+                                    std::mt19937_64& rng, std::int64_t now, DeltaEncodeInfo* info,
+                                    const Digest* baseDigest) const {
   // One segment large enough for a float32 delta plus the fields.
   const std::size_t words = delta.size() * sizeof(float) / sizeof(capnp::word) + 1024;
   capnp::MallocMessageBuilder message(
@@ -153,9 +146,11 @@ Result<Bytes> UpdateBuilder::encode(const Model& base, std::span<float> delta,
   u.setRound(plan.round);
   // The model it trained on, which in an asynchronous round may be older
   // than the round's base.
-  const Digest baseDigest = base.parameterCount() > 0 ? parameterDigest(base) : plan.baseDigest;
+  const Digest digest = baseDigest != nullptr       ? *baseDigest
+                        : base.parameterCount() > 0 ? parameterDigest(base)
+                                                    : plan.baseDigest;
   u.setBaseVersion(base.meta().version != 0 ? base.meta().version : plan.baseVersion);
-  u.setBaseDigest(kj::arrayPtr(baseDigest.data(), baseDigest.size()));
+  u.setBaseDigest(kj::arrayPtr(digest.data(), digest.size()));
   u.setSampleCount(sampleCount);
   DeltaEncodeInfo encoded;
   if (allFinite(delta)) {
@@ -188,7 +183,8 @@ Bytes UpdateBuilder::seal(ByteView payload, std::uint64_t round) const {
 
 Result<BuiltUpdate> UpdateBuilder::build(const Model& base, const Dataset& data,
                                          const RoundPlan& plan, std::span<float> residual,
-                                         std::mt19937_64& rng, std::int64_t now) const {
+                                         std::mt19937_64& rng, std::int64_t now,
+                                         const Digest* baseDigest) const {
   auto training = train(base, data, plan);
   if (!training.ok()) return training.error();
   auto d = delta(base, training->local, plan.round);
@@ -201,7 +197,7 @@ Result<BuiltUpdate> UpdateBuilder::build(const Model& base, const Dataset& data,
                                : data.size();
   out.sampleCount = static_cast<std::uint32_t>(used);
   auto payload = encode(base, d.value(), plan, training.value(), out.sampleCount, residual, rng,
-                        now, &out.encoding);
+                        now, &out.encoding, baseDigest);
   if (!payload.ok()) return payload.error();
   out.payload = std::move(payload.value());
   out.payloadDigest = blake2b256(out.payload);

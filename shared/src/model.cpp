@@ -72,11 +72,9 @@ Status checkSpatialInput(std::size_t index, const Layer& layer, const Shape& cur
 }
 
 Status checkFiniteList(std::span<const float> values, std::string_view what) {
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (!std::isfinite(values[i])) {
-      return makeError(Code::NonFinite,
-                       std::string(what) + "[" + str(i) + "] = " + floatText(values[i]));
-    }
+  if (const std::size_t i = firstNonFinite(values); i < values.size()) {
+    return makeError(Code::NonFinite,
+                     std::string(what) + "[" + str(i) + "] = " + floatText(values[i]));
   }
   return {};
 }
@@ -379,6 +377,25 @@ Result<Model> Model::fromLayers(std::string arch, Task task, std::vector<Layer> 
   return model;
 }
 
+std::size_t firstNonFinite(std::span<const float> values) {
+  // NaN and infinity are the floats whose exponent bits are all ones.
+  constexpr std::uint32_t kExponent = 0x7f800000u;
+  constexpr std::size_t kBlock = 1024;
+  for (std::size_t start = 0; start < values.size(); start += kBlock) {
+    const std::size_t end = std::min(values.size(), start + kBlock);
+    std::uint32_t bad = 0;
+    for (std::size_t i = start; i < end; ++i) {
+      bad |= static_cast<std::uint32_t>((std::bit_cast<std::uint32_t>(values[i]) & kExponent) ==
+                                        kExponent);
+    }
+    if (bad == 0) continue;
+    for (std::size_t i = start; i < end; ++i) {
+      if (!std::isfinite(values[i])) return i;
+    }
+  }
+  return values.size();
+}
+
 Status validateModel(const Model& model, const ModelLimits& limits) {
   const InputSchema& schema = model.inputSchema();
   if (model.arch().empty()) return makeError(Code::BadModel, "arch is empty");
@@ -481,8 +498,7 @@ Status validateModel(const Model& model, const ModelLimits& limits) {
       checkListSize(meta.metrics.perClassCount, outputs, "meta.metrics.perClassCount", true));
 
   const std::span<const float> params = model.parameters();
-  for (std::size_t i = 0; i < params.size(); ++i) {
-    if (std::isfinite(params[i])) continue;
+  if (const std::size_t i = firstNonFinite(params); i < params.size()) {
     // Name the tensor: the detail is what an operator reads in a rejection.
     std::size_t tensor = 0;
     const auto offsets = model.tensorOffsets();

@@ -141,6 +141,21 @@ TEST_F(BuilderTest, StepsComposeIntoAVerifiableUpdate) {
   auto v2 = decodeVerified<wire::Update>(built->envelope, ring());
   ASSERT_TRUE(v2.ok());
   EXPECT_EQ(test::decodeUpdateDelta(v2->root(), base), delta.value());
+  const Digest baseDigest = parameterDigest(base);
+  auto named = [](const Bytes& bytes) {
+    auto u = parseMessage<wire::Update>(bytes);
+    EXPECT_TRUE(u.ok());
+    return Bytes(u->root().getBaseDigest().begin(), u->root().getBaseDigest().end());
+  };
+  EXPECT_EQ(named(built->payload), Bytes(baseDigest.begin(), baseDigest.end()));
+  // The digest a caller keeps (a cached model) is what the update names;
+  // it is not recomputed.
+  Digest kept{};
+  kept[0] = 7;
+  std::mt19937_64 rng3(1);
+  auto withKept = builder.build(base, data, p, {}, rng3, 1234, &kept);
+  ASSERT_TRUE(withKept.ok());
+  EXPECT_EQ(named(withKept->payload), Bytes(kept.begin(), kept.end()));
 }
 
 TEST_F(BuilderTest, Int8AndTopKEncodings) {

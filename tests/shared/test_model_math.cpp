@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "edgefl/shared/arch.hpp"
@@ -309,6 +310,30 @@ TEST(ModelMathIsa, UnavailableBuildIsRejectedAtPrepare) {
     auto scorer = Scorer::prepare(*model, {.isa = isa});
     ASSERT_FALSE(scorer.ok());
     EXPECT_EQ(scorer.code(), Code::InvalidArgument);
+  }
+}
+
+// The vectorized scan finds the first NaN or infinity wherever it lies:
+// inside a block, on either side of a block boundary, at the ends.
+TEST(FirstNonFinite, FindsTheFirstOffenderAtEveryPosition) {
+  EXPECT_EQ(firstNonFinite({}), 0u);
+  std::vector<float> v(3000, 1.5f);
+  v[7] = std::numeric_limits<float>::denorm_min();  // finite, tiny
+  v[8] = -std::numeric_limits<float>::max();        // finite, huge
+  EXPECT_EQ(firstNonFinite(v), v.size());
+  EXPECT_TRUE(allFinite(v));
+  const float bad[] = {
+      std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+      -std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::quiet_NaN()};
+  for (float b : bad) {
+    for (std::size_t at : {std::size_t{0}, std::size_t{1}, std::size_t{1023}, std::size_t{1024},
+                           std::size_t{1025}, std::size_t{2047}, std::size_t{2999}}) {
+      std::vector<float> w = v;
+      w[at] = b;
+      if (at + 5 < w.size()) w[at + 5] = b;  // a later one is not reported
+      EXPECT_EQ(firstNonFinite(w), at) << "at " << at;
+      EXPECT_FALSE(allFinite(w));
+    }
   }
 }
 

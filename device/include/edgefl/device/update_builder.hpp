@@ -82,17 +82,19 @@ class UpdateBuilder {
   // The Update message for `delta` (scratch: clipped, noised and the
   // residual added in place). `residual` is used for top-k only (empty or
   // parameterCount long; error feedback). Then the payload hook.
+  // `baseDigest` is the base's parameterDigest when the caller keeps it (a
+  // cached model), saving a pass over the parameters; null computes it.
   Result<Bytes> encode(const Model& base, std::span<float> delta, const RoundPlan& plan,
                        const LocalTraining& training, std::uint32_t sampleCount,
                        std::span<float> residual, std::mt19937_64& rng, std::int64_t now,
-                       DeltaEncodeInfo* info) const;
+                       DeltaEncodeInfo* info, const Digest* baseDigest = nullptr) const;
   // Signed(update) with the device key, then the envelope hook.
   Bytes seal(ByteView payload, std::uint64_t round) const;
 
   // All of the above.
   Result<BuiltUpdate> build(const Model& base, const Dataset& data, const RoundPlan& plan,
-                            std::span<float> residual, std::mt19937_64& rng,
-                            std::int64_t now) const;
+                            std::span<float> residual, std::mt19937_64& rng, std::int64_t now,
+                            const Digest* baseDigest = nullptr) const;
 
  private:
   const KeyPair& key_;

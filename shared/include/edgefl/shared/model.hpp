@@ -214,6 +214,14 @@ Status checkLayers(std::span<const Layer> layers, std::uint32_t featureCount,
 // proportions in [0, 1], text sizes (BadModel), limits (TooLarge).
 Status validateModel(const Model& model, const ModelLimits& limits = {});
 
+// Index of the first NaN or infinity in `values`, or values.size(). The
+// all-finite case, by far the common one, runs as a branch-free vectorized
+// scan; only a block that fails is searched element by element.
+std::size_t firstNonFinite(std::span<const float> values);
+inline bool allFinite(std::span<const float> values) {
+  return firstNonFinite(values) == values.size();
+}
+
 // BLAKE2b-256 over the arch string, one zero byte, then the parameters as
 // float32 little-endian bytes. Identifies the exact weights a device runs
 // and an update was computed against.
