@@ -115,15 +115,19 @@ void MqttConnection::stop() {
     }
   } else {
     std::lock_guard lock(startMu_);
+    const bool wasConnected = connected_.load();
     flushAndDisconnect();
     if (threadStarted_) {
-      // Give the network thread a moment to send them; then stop it
-      // (forced: it may be asleep in a reconnect delay).
+      // Give the network thread a moment to send them. Once the DISCONNECT
+      // is written it leaves its loop by itself and is joined; cancelling
+      // it could land while it holds a libmosquitto mutex, which
+      // mosquitto_destroy would then destroy locked. Only a thread that may
+      // be asleep in a reconnect delay (not connected) is cancelled.
       const auto deadline = Clock::now() + std::chrono::seconds(2);
       while (connected_ && Clock::now() < deadline) {
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
       }
-      mosquitto_loop_stop(mosq_, true);
+      mosquitto_loop_stop(mosq_, /*force=*/!wasConnected || connected_.load());
     }
   }
   connected_ = false;

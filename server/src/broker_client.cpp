@@ -2,7 +2,9 @@
 
 #include <mosquitto.h>
 
+#include <chrono>
 #include <mutex>
+#include <thread>
 
 namespace edgefl::server {
 namespace {
@@ -43,11 +45,13 @@ Status BrokerClient::start(std::chrono::milliseconds timeout) {
   int rc = mosquitto_connect_async(mosq_, options_.host.c_str(), options_.port,
                                    options_.keepaliveSeconds);
   if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_ERRNO) {
-    return makeError(Code::IoError, std::string("cannot connect to broker: ") + mosquitto_strerror(rc));
+    return makeError(Code::IoError,
+                     std::string("cannot connect to broker: ") + mosquitto_strerror(rc));
   }
   rc = mosquitto_loop_start(mosq_);
   if (rc != MOSQ_ERR_SUCCESS) {
-    return makeError(Code::IoError, std::string("cannot start MQTT loop: ") + mosquitto_strerror(rc));
+    return makeError(Code::IoError,
+                     std::string("cannot start MQTT loop: ") + mosquitto_strerror(rc));
   }
   started_ = true;
   std::unique_lock lock(mu_);
@@ -65,8 +69,20 @@ Status BrokerClient::start(std::chrono::milliseconds timeout) {
 
 void BrokerClient::stop() {
   if (!started_) return;
+  // Once its DISCONNECT is written, a connected client's network thread
+  // leaves its loop by itself, so it is joined (force = false). Cancelling
+  // it (force = true) can land while it holds one of libmosquitto's
+  // mutexes, which mosquitto_destroy then destroys still locked. Only a
+  // thread that may be asleep in a reconnect delay (broker unreachable; the
+  // sleep cannot be interrupted and lasts up to reconnectMaxSeconds) is
+  // cancelled.
+  const bool wasConnected = connected_.load();
   mosquitto_disconnect(mosq_);
-  mosquitto_loop_stop(mosq_, true);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  while (wasConnected && connected_.load() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  mosquitto_loop_stop(mosq_, /*force=*/!wasConnected || connected_.load());
   started_ = false;
   connected_ = false;
 }

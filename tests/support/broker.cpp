@@ -246,8 +246,11 @@ std::optional<Message> MqttClient::waitMessage(std::chrono::milliseconds timeout
 
 void MqttClient::disconnect() {
   if (mosq_ == nullptr) return;
+  // Joined, not cancelled: a cancel can land while the network thread holds
+  // a libmosquitto mutex. The thread leaves its loop once the DISCONNECT is
+  // written, or after at most the default 1 s reconnect delay.
   mosquitto_disconnect(mosq_);
-  mosquitto_loop_stop(mosq_, true);
+  mosquitto_loop_stop(mosq_, false);
 }
 
 std::string readPassword(const fs::path& file) {
