@@ -373,6 +373,15 @@ Result<Registry> Registry::open(const std::filesystem::path& path) {
                                               std::to_string(v) + "; this build knows up to " +
                                               std::to_string(want));
       } else if (v == want) {
+        // Ingest looks updates up by (round, device) for every update it
+        // records; without this index SQLite walks the whole round through
+        // updates_round, reading each row's page (O(round size) per update:
+        // ~10 ms at 3,000 updates of 30 KB). An index changes no data, so it
+        // is ensured here for every schema-1 file instead of by a migration.
+        code = sqlite3_exec(db,
+                            "CREATE INDEX IF NOT EXISTS updates_round_device "
+                            "ON updates(round, device_id)",
+                            nullptr, nullptr, nullptr);
         done = true;
       } else {
         code = sqlite3_exec(db, kMigrations[v], nullptr, nullptr, nullptr);
@@ -687,7 +696,11 @@ std::vector<UpdateRecord> Registry::updates(std::optional<std::uint64_t> round,
 }
 
 std::uint64_t Registry::acceptedCount(std::uint64_t round) const {
-  Stmt s(db_, "SELECT COUNT(*) FROM updates WHERE round = ? AND verdict = 'accepted'");
+  // The partial index holds exactly the accepted rows; the planner would
+  // otherwise pick updates_round and read every row of the round.
+  Stmt s(db_,
+         "SELECT COUNT(*) FROM updates INDEXED BY updates_accepted "
+         "WHERE round = ? AND verdict = 'accepted'");
   s.bind(1, round);
   s.step();
   return s.u64(0);
