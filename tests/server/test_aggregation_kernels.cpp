@@ -1,5 +1,6 @@
 // Every instruction-set build of the median / trimmed-mean kernel against
-// a sort-based reference, not only the one the dispatcher picks on this CPU.
+// a sort-based reference, not only the one the dispatcher picks on this CPU,
+// and the streaming sums of squares against a row at a time.
 
 #include <gtest/gtest.h>
 
@@ -8,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -117,6 +119,33 @@ TEST(AggregationKernels, TrimmedMeanOfEveryBuildMatchesTheReference) {
                 << build.name << " kind " << kind << " n=" << n << " trim=" << trim << " j=" << j;
           }
         }
+      }
+    }
+  }
+}
+
+// sumSquares reads rows side by side; every row's sum must still be the
+// one that row gets alone, to the bit, for any row count and any tail.
+TEST(AggregationKernels, SumSquaresOfRowsTogetherMatchesEachRowAlone) {
+  std::mt19937_64 rng(47);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (std::size_t n : {1, 2, 3, 4, 5, 7, 8, 9}) {
+    for (std::size_t p : {1, 15, 16, 4096, 4096 + 16 + 3, 3 * 4096 + 1}) {
+      std::vector<float> values(n * p);
+      for (float& v : values) v = normal(rng);
+      std::vector<const float*> rows;
+      for (std::size_t i = 0; i < n; ++i) rows.push_back(values.data() + i * p);
+      std::vector<double> together(n);
+      sumSquares(rows, p, together);
+      for (std::size_t i = 0; i < n; ++i) {
+        double alone = 0.0;
+        sumSquares(std::span<const float* const>(&rows[i], 1), p, std::span<double>(&alone, 1));
+        ASSERT_EQ(std::bit_cast<std::uint64_t>(together[i]), std::bit_cast<std::uint64_t>(alone))
+            << "n=" << n << " p=" << p << " row " << i << " together " << together[i] << " alone "
+            << alone;
+        double exact = 0.0;
+        for (std::size_t j = 0; j < p; ++j) exact += static_cast<double>(rows[i][j]) * rows[i][j];
+        ASSERT_NEAR(alone, exact, 1e-5 * exact) << "n=" << n << " p=" << p << " row " << i;
       }
     }
   }
