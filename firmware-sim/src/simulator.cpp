@@ -160,6 +160,7 @@ class Simulation {
     double roundSeconds = 0;
     std::uint64_t accepted = 0;
     for (std::uint32_t i = 0; i < config_.rounds; ++i) {
+      if (hooks_.beforeRound) hooks_.beforeRound(i);
       if (stopRequested()) {
         summary_.stopReason = "interrupted";
         break;

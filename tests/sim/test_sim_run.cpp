@@ -60,12 +60,22 @@ TEST(SimRun, AttackersAreRejectedAccuracyRisesAndAModelReachesStable) {
   config.stragglers.delay = sim::parseDelay("fixed:0.5").value();
   sim::RunHooks hooks;
   if (std::getenv("EDGEFL_TEST_LOG")) hooks.log = stderrSink(LogLevel::Debug);
+  // Each round is announced before it starts and reported after it ends.
+  std::vector<std::string> calls;
+  hooks.beforeRound = [&](std::uint32_t done) {
+    calls.push_back("before " + std::to_string(done));
+  };
+  hooks.row = [&](const sim::RoundRow& row) {
+    calls.push_back("row " + std::to_string(row.round));
+  };
   auto run = sim::runSimulation(config, hooks);
   ASSERT_TRUE(run.ok()) << run.error().toString() << "\n"
                         << test::readTextFile(fleet.dir() / "coordinator.log");
   const sim::SimSummary& s = *run;
   ASSERT_TRUE(s.stopReason.empty()) << s.stopReason;
   ASSERT_EQ(s.rounds.size(), 3u);
+  EXPECT_EQ(calls, (std::vector<std::string>{"before 0", "row 1", "before 1", "row 2", "before 2",
+                                             "row 3"}));
   EXPECT_EQ(s.devices, 14u);
   EXPECT_EQ(s.attackers, 8u);
   for (const auto& r : s.rounds) {
@@ -135,6 +145,38 @@ TEST(SimRun, AttackersAreRejectedAccuracyRisesAndAModelReachesStable) {
   EXPECT_NE(svg.find("<polyline"), std::string::npos);
 
   EXPECT_TRUE(coordinator.running());
+  EXPECT_EQ(coordinator.kill(SIGTERM), 0);
+}
+
+TEST(SimRun, StopSetBeforeARoundEndsTheRunBeforeIt) {
+  test::TestFleet fleet({.name = "simstop"});
+  test::ChildProcess coordinator(
+      {EDGEFL_COORDINATOR, "--config", (fleet.dir() / "coordinator.toml").string()},
+      fleet.dir() / "coordinator.log");
+  sim::SimConfig config;
+  config.fleet = fleet.dir();
+  config.summaryJson = fleet.dir() / "out" / "summary.json";
+  config.devices = 2;
+  config.rounds = 3;
+  config.trainSamples = 200;
+  config.setupTimeoutSeconds = 60;
+  std::atomic<bool> stop{false};
+  std::vector<std::uint32_t> calls;
+  sim::RunHooks hooks;
+  hooks.stop = &stop;
+  hooks.beforeRound = [&](std::uint32_t done) {
+    calls.push_back(done);
+    stop = true;
+  };
+  auto run = sim::runSimulation(config, hooks);
+  ASSERT_TRUE(run.ok()) << run.error().toString() << "\n"
+                        << test::readTextFile(fleet.dir() / "coordinator.log");
+  EXPECT_EQ(calls, std::vector<std::uint32_t>{0});
+  EXPECT_TRUE(run->rounds.empty());
+  EXPECT_EQ(run->stopReason, "interrupted");
+  auto reg = server::Registry::open(fleet.dir() / "registry.db");
+  ASSERT_TRUE(reg.ok());
+  EXPECT_EQ(reg->lastRound(), 0u) << "no round was started";
   EXPECT_EQ(coordinator.kill(SIGTERM), 0);
 }
 

@@ -14,6 +14,7 @@
 // jobs wait on the shared pool, attackers' hooks change what they send.
 
 #include <atomic>
+#include <cstdint>
 #include <functional>
 #include <string>
 
@@ -31,6 +32,11 @@ struct RunHooks {
   // as its round is decided.
   std::function<void(const std::string&)> progress;
   std::function<void(const RoundRow&)> row;
+  // Called before each round starts, with the number of rounds run so far,
+  // on the simulation's thread: a caller that paces the rounds (a benchmark
+  // timing one round at a time) may block in it. `stop` is checked after it
+  // returns, so setting `stop` inside it ends the run before that round.
+  std::function<void(std::uint32_t)> beforeRound;
   // Set to stop after the round in progress; the run then closes every
   // device and returns what it has.
   const std::atomic<bool>* stop = nullptr;
