@@ -4,6 +4,7 @@
 #include <kj/debug.h>
 #include <kj/exception.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -45,8 +46,8 @@ Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeL
                                          " bytes; limit is " + std::to_string(limits.maxBytes));
   }
   if (bytes.size() < expected) {
-    return makeError(Code::Truncated, "frame claims " + std::to_string(expected) +
-                                          " bytes; have " + std::to_string(bytes.size()));
+    return makeError(Code::Truncated, "frame claims " + std::to_string(expected) + " bytes; have " +
+                                          std::to_string(bytes.size()));
   }
   if (bytes.size() > expected) {
     return makeError(Code::NotCapnp, "frame claims " + std::to_string(expected) + " bytes; have " +
@@ -96,8 +97,7 @@ void walkList(capnp::DynamicList::Reader list) {
     case capnp::schema::Type::DATA:
       for (auto element : list) walkValue(element);
       break;
-    default:
-      break;  // primitives: the list pointer itself was checked by get()
+    default: break;  // primitives: the list pointer itself was checked by get()
   }
 }
 
@@ -123,14 +123,31 @@ void walkField(capnp::DynamicStruct::Reader s, capnp::StructSchema::Field field)
 
 void walkBySchema(capnp::DynamicStruct::Reader root) {
   for (auto field : root.getSchema().getNonUnionFields()) walkField(root, field);
-  KJ_IF_MAYBE(active, root.which()) { walkField(root, *active); }
+  KJ_IF_MAYBE (active, root.which()) {
+    walkField(root, *active);
+  }
+}
+
+Status checkBySchema(const MessageHolder& holder, capnp::StructSchema schema,
+                     const DecodeLimits& limits) {
+  capnp::ReaderOptions options;
+  // The segment table is counted too, and never traversed: a little slack.
+  // A configured budget that is smaller still applies.
+  options.traversalLimitInWords = std::min<std::uint64_t>(
+      holder.copy.size() + 8,
+      std::max<std::uint64_t>(1024, holder.copy.size() * limits.traversalFactor));
+  options.nestingLimit = limits.nestingLimit;
+  return guardedWalk([&] {
+    capnp::FlatArrayMessageReader reader(holder.copy.asPtr(), options);
+    walkBySchema(reader.getRoot<capnp::DynamicStruct>(schema));
+  });
 }
 
 Status guardedWalk(const std::function<void()>& walk) {
   // KJ reports malformed input as kj::Exception; map it to a code here so no
   // exception leaves the decoder.
   kj::Maybe<kj::Exception> failure = kj::runCatchingExceptions([&] { walk(); });
-  KJ_IF_MAYBE(e, failure) {
+  KJ_IF_MAYBE (e, failure) {
     std::string text(e->getDescription().cStr());
     if (text.find("traversal limit") != std::string::npos) {
       return makeError(Code::TraversalLimit, text);
@@ -150,7 +167,9 @@ void Keyring::add(const PublicKey& key, Role role, std::string subject) {
   entries_[keyIdOf(key)] = Entry{key, role, std::move(subject)};
 }
 
-bool Keyring::remove(const KeyId& id) { return entries_.erase(id) > 0; }
+bool Keyring::remove(const KeyId& id) {
+  return entries_.erase(id) > 0;
+}
 
 const Keyring::Entry* Keyring::find(const KeyId& id) const {
   auto it = entries_.find(id);
@@ -162,17 +181,17 @@ Result<Parsed<wire::Signed>> parseEnvelope(ByteView bytes, const DecodeLimits& l
   if (!parsed.ok()) return parsed.error();
   auto env = parsed->root();
   if (kindName(env.getKind()) == "unknown") {
-    return makeError(Code::BadField,
-                     "envelope kind " + std::to_string(static_cast<int>(env.getKind())) +
-                         " is not a known message kind");
+    return makeError(Code::BadField, "envelope kind " +
+                                         std::to_string(static_cast<int>(env.getKind())) +
+                                         " is not a known message kind");
   }
   if (!env.hasPayload() || env.getPayload().size() == 0) {
     return makeError(Code::MissingField, "envelope has no payload");
   }
   if (env.getSignerKeyId().size() != kKeyIdBytes) {
-    return makeError(Code::BadField, "signerKeyId is " +
-                                         std::to_string(env.getSignerKeyId().size()) +
-                                         " bytes; expected 8");
+    return makeError(
+        Code::BadField,
+        "signerKeyId is " + std::to_string(env.getSignerKeyId().size()) + " bytes; expected 8");
   }
   if (env.getSignature().size() != kSignatureBytes) {
     return makeError(Code::BadField, "signature is " + std::to_string(env.getSignature().size()) +
@@ -183,9 +202,13 @@ Result<Parsed<wire::Signed>> parseEnvelope(ByteView bytes, const DecodeLimits& l
 
 namespace {
 
-std::int64_t nowOr(std::int64_t now) { return now != 0 ? now : static_cast<std::int64_t>(std::time(nullptr)); }
+std::int64_t nowOr(std::int64_t now) {
+  return now != 0 ? now : static_cast<std::int64_t>(std::time(nullptr));
+}
 
-ByteView view(capnp::Data::Reader data) { return ByteView(data.begin(), data.size()); }
+ByteView view(capnp::Data::Reader data) {
+  return ByteView(data.begin(), data.size());
+}
 
 Result<Signer> checkSignature(wire::Signed::Reader envelope, const Signer& signer) {
   Signature sig{};
@@ -207,31 +230,36 @@ Result<Signer> verifyDelegation(ByteView delegation, const Keyring& keyring,
     return makeError(Code::DelegationInvalid, "delegation envelope: " + env.error().toString());
   }
   auto outer = verifyEnvelope(env->root(), Kind::KEY_DELEGATION, keyring, options);
-  if (!outer.ok()) return makeError(Code::DelegationInvalid, "delegation: " + outer.error().toString());
+  if (!outer.ok())
+    return makeError(Code::DelegationInvalid, "delegation: " + outer.error().toString());
   if (outer->role != Role::ROOT || outer->delegated) {
     return makeError(Code::DelegationInvalid, "delegation is not signed by a fleet root key");
   }
   auto parsed = parseMessage<wire::KeyDelegation>(view(env->root().getPayload()), options.limits);
-  if (!parsed.ok()) return makeError(Code::DelegationInvalid, "delegation: " + parsed.error().toString());
+  if (!parsed.ok())
+    return makeError(Code::DelegationInvalid, "delegation: " + parsed.error().toString());
   auto d = parsed->root();
   auto key = arrayFromBytes<kPublicKeyBytes>(view(d.getSubjectKey()));
   if (!key) {
-    return makeError(Code::DelegationInvalid, "subjectKey is " +
-                                                  std::to_string(d.getSubjectKey().size()) +
-                                                  " bytes; expected 32");
+    return makeError(
+        Code::DelegationInvalid,
+        "subjectKey is " + std::to_string(d.getSubjectKey().size()) + " bytes; expected 32");
   }
   if (d.getRole() == Role::ROOT || roleName(d.getRole()) == "unknown") {
-    return makeError(Code::DelegationInvalid,
-                     "delegated role '" + std::string(roleName(d.getRole())) + "' cannot be delegated");
+    return makeError(
+        Code::DelegationInvalid,
+        "delegated role '" + std::string(roleName(d.getRole())) + "' cannot be delegated");
   }
   if (!options.fleet.empty() && d.getFleet() != options.fleet) {
-    return makeError(Code::WrongFleet, "delegation is for fleet '" + std::string(d.getFleet().cStr()) +
-                                           "'; expected '" + options.fleet + "'");
+    return makeError(Code::WrongFleet, "delegation is for fleet '" +
+                                           std::string(d.getFleet().cStr()) + "'; expected '" +
+                                           options.fleet + "'");
   }
   const std::int64_t now = nowOr(options.now);
   if (now < d.getNotBefore()) {
-    return makeError(Code::NotYetValid, "delegation valid from " + std::to_string(d.getNotBefore()) +
-                                            "; now is " + std::to_string(now));
+    return makeError(Code::NotYetValid, "delegation valid from " +
+                                            std::to_string(d.getNotBefore()) + "; now is " +
+                                            std::to_string(now));
   }
   if (d.getNotAfter() != 0 && now > d.getNotAfter()) {
     return makeError(Code::Expired, "delegation expired at " + std::to_string(d.getNotAfter()) +
@@ -268,9 +296,9 @@ Result<Signer> verifyEnvelope(wire::Signed::Reader envelope, Kind expected, cons
     auto delegated = verifyDelegation(view(envelope.getDelegation()), keyring, options);
     if (!delegated.ok()) return delegated.error();
     if (delegated->keyId != *id) {
-      return makeError(Code::KeyIdMismatch, "envelope signer " + toHex(*id) +
-                                                " is not the delegated key " +
-                                                toHex(delegated->keyId));
+      return makeError(
+          Code::KeyIdMismatch,
+          "envelope signer " + toHex(*id) + " is not the delegated key " + toHex(delegated->keyId));
     }
     signer = std::move(delegated.value());
   } else {

@@ -48,6 +48,14 @@ struct MessageHolder {
 Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeLimits& limits);
 // Reads every field of `root` by its schema, recursively.
 void walkBySchema(capnp::DynamicStruct::Reader root);
+// walkBySchema of the held message as `schema`, on a reader of its own
+// whose traversal budget is the message's size: a well-formed message is
+// read once by the walk, so one that needs more has pointers that alias
+// the same bytes (amplification) and is refused with TraversalLimit. The
+// holder's reader keeps limits.traversalFactor times the size for the
+// readers of the result.
+Status checkBySchema(const MessageHolder& holder, capnp::StructSchema schema,
+                     const DecodeLimits& limits);
 // Runs `walk` and maps a Cap'n Proto exception to NotCapnp / TooDeep /
 // TraversalLimit.
 Status guardedWalk(const std::function<void()>& walk);
@@ -67,11 +75,11 @@ class Parsed {
     if (!holder.ok()) return holder.error();
     Parsed<T> out;
     out.holder_ = std::move(holder.value());
-    Status walked = detail::guardedWalk([&] {
-      out.root_ = out.holder_->reader->template getRoot<T>();
-      detail::walkBySchema(capnp::toDynamic(out.root_));
-    });
-    if (!walked.ok()) return walked.error();
+    Status checked = detail::checkBySchema(*out.holder_, capnp::Schema::from<T>(), limits);
+    if (!checked.ok()) return checked.error();
+    Status rooted =
+        detail::guardedWalk([&] { out.root_ = out.holder_->reader->template getRoot<T>(); });
+    if (!rooted.ok()) return rooted.error();
     return out;
   }
 
@@ -87,13 +95,34 @@ Result<Parsed<T>> parseMessage(ByteView bytes, const DecodeLimits& limits = {}) 
 
 template <typename T>
 constexpr Kind kindOf();
-template <> constexpr Kind kindOf<wire::Model>() { return Kind::MODEL; }
-template <> constexpr Kind kindOf<wire::Update>() { return Kind::UPDATE; }
-template <> constexpr Kind kindOf<wire::Deployment>() { return Kind::DEPLOYMENT; }
-template <> constexpr Kind kindOf<wire::RoundTask>() { return Kind::ROUND_TASK; }
-template <> constexpr Kind kindOf<wire::Telemetry>() { return Kind::TELEMETRY; }
-template <> constexpr Kind kindOf<wire::Ack>() { return Kind::ACK; }
-template <> constexpr Kind kindOf<wire::KeyDelegation>() { return Kind::KEY_DELEGATION; }
+template <>
+constexpr Kind kindOf<wire::Model>() {
+  return Kind::MODEL;
+}
+template <>
+constexpr Kind kindOf<wire::Update>() {
+  return Kind::UPDATE;
+}
+template <>
+constexpr Kind kindOf<wire::Deployment>() {
+  return Kind::DEPLOYMENT;
+}
+template <>
+constexpr Kind kindOf<wire::RoundTask>() {
+  return Kind::ROUND_TASK;
+}
+template <>
+constexpr Kind kindOf<wire::Telemetry>() {
+  return Kind::TELEMETRY;
+}
+template <>
+constexpr Kind kindOf<wire::Ack>() {
+  return Kind::ACK;
+}
+template <>
+constexpr Kind kindOf<wire::KeyDelegation>() {
+  return Kind::KEY_DELEGATION;
+}
 
 struct KeyIdHash {
   std::size_t operator()(const KeyId& id) const noexcept {
