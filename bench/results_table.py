@@ -44,6 +44,19 @@ for case, goal in (("scoring/MlpBatch1", (">=", 2.0)), ("scoring/MlpBatch64", No
     ROWS.append(("bench_torch", f"{case}/manual_time", "torch_speedup", goal,
                  f"libtorch time / edgefl time, {case}"))
 
+for isa, label in ((3, "avx512"), (2, "avx2")):
+    ROWS.append(("bench_model", f"BM_MlpTrainVsEngineGemm/{isa}/manual_time", "gemm_share",
+                 (">=", 0.7) if isa == 3 else None,
+                 f"training GFLOP/s / engine matrix-product GFLOP/s, mlp SGD batch 64, {label}"))
+for case in ("logreg_784_10/updates:500", "mlp_784_128_10/updates:150"):
+    size = "30 KB" if case.startswith("logreg") else "400 KB"
+    ROWS.append(("bench_ingest", f"BM_Ingest/{case}/iterations:3/manual_time", "raw_ratio",
+                 (">=", 0.5), f"coordinator ingest / raw mosquitto loop, {size} updates"))
+for case, iterations in (("devices:100/selected:100", 3), ("devices:1000/selected:100", 2)):
+    ROWS.append(("bench_round", f"Round/{case}/iterations:{iterations}/manual_time",
+                 "client_rounds_per_s_per_core", (">=", 150.0),
+                 f"end-to-end round, mlp client-rounds/s per core, {case}"))
+
 def load(results):
     runs = {}
     for path in sorted(pathlib.Path(results).glob("bench_*.json")):
