@@ -232,16 +232,23 @@ struct Coordinator::Impl {
   // ---------------------------------------------------------------------
   // Verification workers.
 
+  // Verifies what is queued, up to kCommitBatch at a time, then records the
+  // batch's verdicts in one registry transaction (one fsync instead of one
+  // per update) and answers the devices only after it commits.
+  static constexpr std::size_t kCommitBatch = 64;
   void workerLoop() {
+    std::vector<Verdict> batch;
     for (;;) {
-      Pending p;
+      std::vector<Pending> taken;
       std::size_t depth = 0;
       {
         std::unique_lock lock(queueMu);
         queueCv.wait(lock, [&] { return stopping || !queue.empty(); });
         if (stopping && queue.empty()) return;
-        p = std::move(queue.front());
-        queue.pop_front();
+        while (!queue.empty() && taken.size() < kCommitBatch) {
+          taken.push_back(std::move(queue.front()));
+          queue.pop_front();
+        }
         depth = queue.size();
       }
       std::shared_ptr<const RoundContext> ctx;
@@ -250,79 +257,130 @@ struct Coordinator::Impl {
         ctx = round;
         stats.queueDepth = depth;
       }
-      Verdict v = verifier.verify(p.message.topic, p.message.payload, *ctx);
-      commit(std::move(v));
+      batch.clear();
+      for (Pending& p : taken) {
+        batch.push_back(verifier.verify(p.message.topic, p.message.payload, *ctx));
+        p.message.payload = {};  // the verdict holds what is kept
+      }
+      commit(batch);
     }
   }
 
-  // Decides duplicates and round capacity, records the verdict durably, and
-  // only then answers the device.
-  void commit(Verdict v) {
-    wire::Verdict answer = wire::Verdict::REJECTED;
+  struct Answer {
+    std::string deviceId;
+    std::uint64_t round = 0;
+    wire::Verdict verdict = wire::Verdict::REJECTED;
     std::string reason;
-    {
-      std::lock_guard s(mu);
-      if (v.accepted() && v.round != round->round) {
-        v.code = Code::RoundClosed;
-        v.detail = "round " + std::to_string(v.round) + " closed while the update was verified";
+    std::string detail;
+    Digest digest{};
+  };
+
+  // Decides duplicates and round capacity and writes the verdict, inside
+  // the caller's transaction when there is one. The delta moves into the
+  // registry; on an error it is moved back so that the caller can retry.
+  Result<Answer> recordLocked(Verdict& v) {
+    if (v.accepted() && v.round != round->round) {
+      v.code = Code::RoundClosed;
+      v.detail = "round " + std::to_string(v.round) + " closed while the update was verified";
+    }
+    if (v.accepted()) {
+      auto existing = registry.update(v.round, v.deviceId);
+      if ((!existing || !existing->accepted) && v.claimedRound != v.round) {
+        existing = registry.update(v.claimedRound, v.deviceId);
       }
-      if (v.accepted()) {
-        auto existing = registry.update(v.round, v.deviceId);
-        if ((!existing || !existing->accepted) && v.claimedRound != v.round) {
-          existing = registry.update(v.claimedRound, v.deviceId);
-        }
-        if (existing && existing->accepted) {
-          v.code = Code::Duplicate;
-          v.detail = existing->digest == v.digest
-                         ? "the same update was already accepted"
-                         : "another update from this device was already accepted for this round";
-        }
-      }
-      if (v.accepted()) {
-        const std::uint64_t cap =
-            roundTarget > 0 ? roundTarget : static_cast<std::uint64_t>(config.rounds.maxUpdates);
-        if (registry.acceptedCount(v.round) >= cap) {
-          v.code = Code::RoundClosed;
-          v.detail = "round " + std::to_string(v.round) + " already has " + std::to_string(cap) +
-                     " updates";
-        }
-      }
-      UpdateRecord r;
-      r.round = v.round;
-      r.deviceId = v.deviceId;
-      r.accepted = v.accepted();
-      r.reason = v.accepted() ? "" : std::string(codeName(v.code));
-      r.detail = v.detail;
-      r.sampleCount = v.sampleCount;
-      r.norm = v.norm;
-      r.digest = v.digest;
-      r.receivedAt = nowSeconds();
-      r.staleness = v.staleness;
-      r.delta = std::move(v.delta);
-      Status st = registry.recordUpdate(r);
-      if (!st.ok()) {
-        // The registry is the source of truth: an update it could not store
-        // is not accepted (the device will resend).
-        warn("recording update from " + v.deviceId + ": " + st.error().toString());
-        r.accepted = false;
-        r.reason = std::string(codeName(Code::Overloaded));
-        v.code = Code::Overloaded;
-        v.detail = "registry write failed; retry";
-      }
-      if (r.accepted) {
-        ++stats.accepted;
-        answer = wire::Verdict::ACCEPTED;
-      } else {
-        ++stats.rejected;
-        answer = v.code == Code::Duplicate ? wire::Verdict::DUPLICATE : wire::Verdict::REJECTED;
-        reason = r.reason;
+      if (existing && existing->accepted) {
+        v.code = Code::Duplicate;
+        v.detail = existing->digest == v.digest
+                       ? "the same update was already accepted"
+                       : "another update from this device was already accepted for this round";
       }
     }
-    if (v.deviceId.empty()) return;  // no device to answer (bad topic)
+    if (v.accepted()) {
+      const std::uint64_t cap =
+          roundTarget > 0 ? roundTarget : static_cast<std::uint64_t>(config.rounds.maxUpdates);
+      if (registry.acceptedCount(v.round) >= cap) {
+        v.code = Code::RoundClosed;
+        v.detail =
+            "round " + std::to_string(v.round) + " already has " + std::to_string(cap) + " updates";
+      }
+    }
+    UpdateRecord r;
+    r.round = v.round;
+    r.deviceId = v.deviceId;
+    r.accepted = v.accepted();
+    r.reason = v.accepted() ? "" : std::string(codeName(v.code));
+    r.detail = v.detail;
+    r.sampleCount = v.sampleCount;
+    r.norm = v.norm;
+    r.digest = v.digest;
+    r.receivedAt = nowSeconds();
+    r.staleness = v.staleness;
+    r.delta = std::move(v.delta);
+    Status st = registry.recordUpdate(r);
+    if (!st.ok()) {
+      v.delta = std::move(r.delta);
+      return st.error();
+    }
+    Answer a;
+    a.deviceId = v.deviceId;
     // The round the update claims: the device keeps it pending under that
     // number, also when an asynchronous buffer took it into a later one.
-    publishAck(v.deviceId, v.claimedRound != 0 ? v.claimedRound : v.round, answer, reason, v.detail,
-               v.digest);
+    a.round = v.claimedRound != 0 ? v.claimedRound : v.round;
+    a.verdict = r.accepted                  ? wire::Verdict::ACCEPTED
+                : v.code == Code::Duplicate ? wire::Verdict::DUPLICATE
+                                            : wire::Verdict::REJECTED;
+    a.reason = r.reason;
+    a.detail = v.detail;
+    a.digest = v.digest;
+    return a;
+  }
+
+  // Records the verdicts durably (one transaction for the batch; if it
+  // fails, one per verdict, and a verdict that still cannot be stored is
+  // answered Overloaded: the registry is the source of truth, the device
+  // resends), and only then answers the devices.
+  void commit(std::vector<Verdict>& batch) {
+    std::vector<Answer> answers;
+    {
+      std::lock_guard s(mu);
+      Status together = registry.transaction([&]() -> Status {
+        for (Verdict& v : batch) {
+          auto a = recordLocked(v);
+          if (!a.ok()) return a.error();
+          answers.push_back(std::move(a.value()));
+        }
+        return {};
+      });
+      if (!together.ok()) {
+        answers.clear();
+        for (Verdict& v : batch) {
+          auto a = recordLocked(v);
+          if (a.ok()) {
+            answers.push_back(std::move(a.value()));
+            continue;
+          }
+          warn("recording update from " + v.deviceId + ": " + a.error().toString());
+          Answer overloaded;
+          overloaded.deviceId = v.deviceId;
+          overloaded.round = v.claimedRound != 0 ? v.claimedRound : v.round;
+          overloaded.reason = std::string(codeName(Code::Overloaded));
+          overloaded.detail = "registry write failed; retry";
+          overloaded.digest = v.digest;
+          answers.push_back(std::move(overloaded));
+        }
+      }
+      for (const Answer& a : answers) {
+        if (a.verdict == wire::Verdict::ACCEPTED) {
+          ++stats.accepted;
+        } else {
+          ++stats.rejected;
+        }
+      }
+    }
+    for (const Answer& a : answers) {
+      if (a.deviceId.empty()) continue;  // no device to answer (bad topic)
+      publishAck(a.deviceId, a.round, a.verdict, a.reason, a.detail, a.digest);
+    }
   }
 
   // ---------------------------------------------------------------------
