@@ -1,6 +1,7 @@
 #include "edgefl/server/coordinator.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
@@ -123,12 +124,26 @@ struct Coordinator::Impl {
   };
   std::unordered_map<std::string, DeviceFacts> facts;
   std::set<std::string> online;
+
+  // The network thread never waits for `mu`: a worker holds it while a
+  // batch of verdicts commits (an fsync), and a network thread blocked
+  // behind it leaves the broker's queue for the coordinator to grow until
+  // the broker drops messages. What it counts and decides lives under
+  // queueMu; the open round's number is mirrored here.
+  std::atomic<std::uint64_t> openRoundNo{0};
+
+  // Ingest queue, and what the network thread counts and decides.
+  std::mutex queueMu;
+  struct IngestCounters {
+    std::uint64_t received = 0;
+    std::uint64_t overloaded = 0;
+    std::uint64_t telemetryDropped = 0;
+    std::uint64_t queueDepth = 0;
+    std::uint64_t queueHighWater = 0;
+  } ingestCounters;
   // Overloaded verdicts decided on the network thread, recorded by the
   // control loop (the network thread never touches the registry).
   std::vector<UpdateRecord> overflowVerdicts;
-
-  // Ingest queue.
-  std::mutex queueMu;
   std::condition_variable queueCv;
   std::deque<Pending> queue;
   std::deque<IncomingMessage> telemetryQueue;
@@ -165,12 +180,11 @@ struct Coordinator::Impl {
         return;
       }
       queue.push_back(Pending{std::move(m), std::chrono::steady_clock::now()});
-      {
-        std::lock_guard s(mu);
-        ++stats.received;
-        stats.queueDepth = queue.size();
-        stats.queueHighWater = std::max<std::uint64_t>(stats.queueHighWater, queue.size());
-      }
+      ++ingestCounters.received;
+      ingestCounters.queueDepth = queue.size();
+      ingestCounters.queueHighWater =
+          std::max<std::uint64_t>(ingestCounters.queueHighWater, queue.size());
+      lock.unlock();
       queueCv.notify_one();
     } else if (where->leaf == "telemetry") {
       std::lock_guard lock(queueMu);
@@ -178,8 +192,7 @@ struct Coordinator::Impl {
       // oldest reports go first.
       if (telemetryQueue.size() >= 4096) {
         telemetryQueue.pop_front();
-        std::lock_guard s(mu);
-        ++stats.telemetryDropped;
+        ++ingestCounters.telemetryDropped;
       }
       telemetryQueue.push_back(std::move(m));
     } else if (where->leaf == "state") {
@@ -200,12 +213,11 @@ struct Coordinator::Impl {
     r.detail = "ingest queue full (" + std::to_string(config.ingest.queueCapacity) + ")";
     r.digest = blake2b256(m.payload);
     r.receivedAt = nowSeconds();
+    r.round = openRoundNo.load();
     {
-      std::lock_guard s(mu);
-      ++stats.received;
-      ++stats.overloaded;
-      ++stats.rejected;
-      r.round = round->round;
+      std::lock_guard q(queueMu);
+      ++ingestCounters.received;
+      ++ingestCounters.overloaded;
       // Bounded: beyond this the verdicts are only counted.
       if (overflowVerdicts.size() < 10000) overflowVerdicts.push_back(r);
     }
@@ -240,7 +252,6 @@ struct Coordinator::Impl {
     std::vector<Verdict> batch;
     for (;;) {
       std::vector<Pending> taken;
-      std::size_t depth = 0;
       {
         std::unique_lock lock(queueMu);
         queueCv.wait(lock, [&] { return stopping || !queue.empty(); });
@@ -249,13 +260,12 @@ struct Coordinator::Impl {
           taken.push_back(std::move(queue.front()));
           queue.pop_front();
         }
-        depth = queue.size();
+        ingestCounters.queueDepth = queue.size();
       }
       std::shared_ptr<const RoundContext> ctx;
       {
         std::lock_guard s(mu);
         ctx = round;
-        stats.queueDepth = depth;
       }
       batch.clear();
       for (Pending& p : taken) {
@@ -599,6 +609,7 @@ struct Coordinator::Impl {
     roundTarget =
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
     round = ctx;
+    openRoundNo = round->round;
     Bytes task = roundTaskBytes(*ctx, wire::RoundState::OPEN, r.openedAt, r.deadline, trigger);
     EDGEFL_TRY(broker->publish(roundTopic(config.fleet.name), task, true));
     info("round " + std::to_string(r.round) + " open (" + trigger + ") on v" +
@@ -614,6 +625,7 @@ struct Coordinator::Impl {
     roundBase = base.ok() ? std::move(base.value()) : stable;
     auto ctx = contextFor(r, r.configJson);
     round = ctx;
+    openRoundNo = round->round;
     roundDeadline = r.deadline;
     roundTarget =
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
@@ -633,6 +645,7 @@ struct Coordinator::Impl {
     if (!rec.ok()) return;
     RoundRecord r = std::move(rec.value());
     round = std::make_shared<RoundContext>();  // no more updates for it
+    openRoundNo = round->round;
     Bytes closed =
         roundTaskBytes(*ctx, wire::RoundState::CLOSED, r.openedAt, r.deadline, r.trigger);
     (void)broker->publish(roundTopic(config.fleet.name), closed, true);
@@ -804,6 +817,7 @@ struct Coordinator::Impl {
         auto ctx = contextFor(*rec, rec->configJson);
         ctx->selected = round->selected;
         round = ctx;
+        openRoundNo = round->round;
         (void)broker->publish(roundTopic(config.fleet.name),
                               roundTaskBytes(*ctx, wire::RoundState::OPEN, rec->openedAt,
                                              rec->deadline, rec->trigger),
@@ -888,6 +902,11 @@ struct Coordinator::Impl {
   }
 
   void flushFacts() {
+    std::vector<UpdateRecord> overflow;
+    {
+      std::lock_guard q(queueMu);
+      overflow.swap(overflowVerdicts);
+    }
     std::lock_guard s(mu);
     (void)registry.transaction([&]() -> Status {
       for (auto& [id, f] : facts) {
@@ -895,8 +914,7 @@ struct Coordinator::Impl {
         f.dirty = false;
         (void)registry.touchDevice(id, f.at, f.activeVersion, f.telemetryJson);
       }
-      for (const auto& r : overflowVerdicts) (void)registry.recordUpdate(r);
-      overflowVerdicts.clear();
+      for (const auto& r : overflow) (void)registry.recordUpdate(r);
       return {};
     });
   }
@@ -1301,8 +1319,20 @@ Status Coordinator::reloadDevices() {
 }
 
 CoordinatorStats Coordinator::stats() const {
-  std::lock_guard lock(impl_->mu);
-  return impl_->stats;
+  CoordinatorStats out;
+  {
+    std::lock_guard lock(impl_->mu);
+    out = impl_->stats;
+  }
+  std::lock_guard q(impl_->queueMu);
+  const auto& c = impl_->ingestCounters;
+  out.received = c.received;
+  out.overloaded = c.overloaded;
+  out.rejected += c.overloaded;
+  out.telemetryDropped += c.telemetryDropped;
+  out.queueDepth = c.queueDepth;
+  out.queueHighWater = c.queueHighWater;
+  return out;
 }
 
 std::uint64_t Coordinator::openRound() const {
