@@ -294,13 +294,13 @@ struct Coordinator::Impl {
       v.detail = "round " + std::to_string(v.round) + " closed while the update was verified";
     }
     if (v.accepted()) {
-      auto existing = registry.update(v.round, v.deviceId);
-      if ((!existing || !existing->accepted) && v.claimedRound != v.round) {
-        existing = registry.update(v.claimedRound, v.deviceId);
+      auto existing = registry.acceptedDigest(v.round, v.deviceId);
+      if (!existing && v.claimedRound != v.round) {
+        existing = registry.acceptedDigest(v.claimedRound, v.deviceId);
       }
-      if (existing && existing->accepted) {
+      if (existing) {
         v.code = Code::Duplicate;
-        v.detail = existing->digest == v.digest
+        v.detail = *existing == v.digest
                        ? "the same update was already accepted"
                        : "another update from this device was already accepted for this round";
       }

@@ -683,6 +683,16 @@ std::optional<UpdateRecord> Registry::update(std::uint64_t round,
   return readUpdate(s, true);
 }
 
+std::optional<Digest> Registry::acceptedDigest(std::uint64_t round,
+                                               const std::string& deviceId) const {
+  Stmt s(db_,
+         "SELECT digest FROM updates INDEXED BY updates_accepted "
+         "WHERE round = ? AND device_id = ? AND verdict = 'accepted'");
+  s.bind(1, round).bind(2, deviceId);
+  if (s.step() != SQLITE_ROW) return std::nullopt;
+  return toArray<kDigestBytes>(s.blob(0));
+}
+
 std::vector<UpdateRecord> Registry::updates(std::optional<std::uint64_t> round,
                                             bool withDeltas) const {
   std::string sql = std::string("SELECT ") + kUpdateColumns + ", delta FROM updates";

@@ -173,6 +173,18 @@ TEST(Registry, UpdatesAreIdempotentAndCountedOnce) {
   EXPECT_TRUE(reg->update(1, "b")->accepted);
   EXPECT_FALSE(reg->update(1, "c")->accepted);
   EXPECT_EQ(reg->updates(1).size(), 4u);
+  // The accepted digest among the device's rejections; none for a device
+  // with only rejections, another round or an unknown device.
+  UpdateRecord later = sampleUpdate(1, "b", false, "Duplicate");
+  later.digest[0] ^= 1;
+  ASSERT_TRUE(reg->recordUpdate(later).ok());
+  ASSERT_TRUE(reg->acceptedDigest(1, "b").has_value());
+  EXPECT_EQ(*reg->acceptedDigest(1, "b"), sampleUpdate(1, "b", true).digest);
+  EXPECT_NE(*reg->acceptedDigest(1, "b"), later.digest);
+  EXPECT_FALSE(reg->acceptedDigest(1, "c").has_value());
+  EXPECT_FALSE(reg->acceptedDigest(2, "a").has_value());
+  EXPECT_FALSE(reg->acceptedDigest(1, "zz").has_value());
+  EXPECT_EQ(reg->updates(1).size(), 5u);
 
   EXPECT_EQ(reg->openRoundRecord()->round, 1u);
   r->state = RoundState::Closed;

@@ -60,7 +60,7 @@ struct RoundRecord {
   std::uint64_t resultVersion = 0;
   std::string strategy;
   double noiseMultiplier = 0;
-  std::map<std::string, double> phaseMillis;   // phase -> milliseconds
+  std::map<std::string, double> phaseMillis;      // phase -> milliseconds
   std::map<std::string, std::uint64_t> verdicts;  // reason -> count ("accepted" included)
   std::string outcome;  // what happened at close, e.g. "deployed canary v4" or a failure reason
 };
@@ -117,7 +117,7 @@ struct CommandRecord {
   std::string args;
   std::int64_t createdAt = 0;
   std::int64_t doneAt = 0;  // 0: pending
-  std::string result;  // "ok: ..." or "error: ..."
+  std::string result;       // "ok: ..." or "error: ..."
 };
 
 class Registry {
@@ -158,6 +158,10 @@ class Registry {
   Status recordUpdate(const UpdateRecord& record);
   // The accepted update of (round, device), else its latest rejection.
   std::optional<UpdateRecord> update(std::uint64_t round, const std::string& deviceId) const;
+  // The digest of the accepted update of (round, device), if there is one:
+  // one lookup in the unique index of accepted updates, whatever the number
+  // of rejections recorded for the device (ingest asks for every update).
+  std::optional<Digest> acceptedDigest(std::uint64_t round, const std::string& deviceId) const;
   std::vector<UpdateRecord> updates(std::optional<std::uint64_t> round = {},
                                     bool withDeltas = false) const;
   std::uint64_t acceptedCount(std::uint64_t round) const;
