@@ -48,12 +48,8 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include <arpa/inet.h>
-#include <netinet/in.h>
 
 #include <fcntl.h>
 #include <algorithm>
@@ -75,6 +71,7 @@
 #include "edgefl/shared/result.hpp"
 #include "edgefl/sim/simulator.hpp"
 #include "edgefl/tools/fleet.hpp"
+#include "support/broker.hpp"
 
 namespace {
 namespace fs = std::filesystem;
@@ -102,59 +99,11 @@ double processCpuSeconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
 }
 
+// The last `chars` characters of a log file.
 std::string tailOf(const fs::path& file, std::size_t chars) {
-  std::ifstream in(file, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  const std::string s = text.str();
+  const std::string s = edgefl::test::readTextFile(file);
   return s.size() > chars ? s.substr(s.size() - chars) : s;
 }
-
-int freeLoopbackPort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  int port = 0;
-  if (fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  if (fd >= 0) ::close(fd);
-  return port;
-}
-
-bool portAccepts(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-// A temporary directory, removed with everything in it.
-class ScratchDir {
- public:
-  ScratchDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base != nullptr ? base : "/tmp") + "/edgefl-bench-round-XXXXXX";
-    if (::mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
-  }
-  ~ScratchDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 // A process of the fleet (the broker, the coordinator), its output in a log
 // file. It gets SIGTERM when this process dies, so even a killed benchmark
@@ -252,10 +201,14 @@ class FleetRun {
   // Brings the fleet up and returns once every device is connected and on
   // the stable model, with the simulator waiting to start round 1.
   Status start(std::uint32_t devices, std::uint32_t selected, std::uint32_t rounds) {
-    if (dir_.path().empty()) return makeError(Code::IoError, "mkdtemp failed");
-    fleet_ = dir_.path() / "fleet";
-    const int port = freeLoopbackPort();
-    if (port == 0) return makeError(Code::IoError, "no free loopback port");
+    int port = 0;
+    try {
+      dir_.emplace("edgefl-bench-round");
+      port = edgefl::test::freeLoopbackPort();
+    } catch (const std::exception& e) {
+      return makeError(Code::IoError, e.what());
+    }
+    fleet_ = dir_->path() / "fleet";
 
     edgefl::tools::FleetInitOptions init;
     init.directory = fleet_;
@@ -295,22 +248,23 @@ class FleetRun {
 
     broker_.emplace(std::vector<std::string>{EDGEFL_MOSQUITTO, "-c",
                                              (fleet_ / "broker" / "mosquitto.conf").string()},
-                    dir_.path() / "broker.log");
-    for (int i = 0; i < 500 && !portAccepts(port); ++i) {
+                    dir_->path() / "broker.log");
+    for (int i = 0; i < 500 && !edgefl::test::portAccepts(port); ++i) {
       if (!broker_->running()) {
         return makeError(Code::IoError,
-                         "mosquitto exited: " + tailOf(dir_.path() / "broker.log", 400));
+                         "mosquitto exited: " + tailOf(dir_->path() / "broker.log", 400));
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
-    if (!portAccepts(port)) return makeError(Code::IoError, "mosquitto does not listen");
+    if (!edgefl::test::portAccepts(port))
+      return makeError(Code::IoError, "mosquitto does not listen");
     coordinator_.emplace(std::vector<std::string>{EDGEFL_COORDINATOR, "--config",
                                                   (fleet_ / "coordinator.toml").string()},
                          coordinatorLog());
 
     edgefl::sim::SimConfig s;
     s.fleet = fleet_;
-    s.summaryJson = dir_.path() / "summary.json";
+    s.summaryJson = dir_->path() / "summary.json";
     s.devices = devices;
     s.rounds = rounds;
     s.dataset = "fashion-mnist";
@@ -385,9 +339,9 @@ class FleetRun {
   std::string context() const { return "; coordinator log: " + tailOf(coordinatorLog(), 400); }
 
  private:
-  fs::path coordinatorLog() const { return dir_.path() / "coordinator.log"; }
+  fs::path coordinatorLog() const { return dir_->path() / "coordinator.log"; }
 
-  ScratchDir dir_;
+  std::optional<edgefl::test::TempDir> dir_;
   fs::path fleet_;
   std::optional<Child> broker_;
   std::optional<Child> coordinator_;

@@ -286,8 +286,9 @@ struct Coordinator::Impl {
   };
 
   // Decides duplicates and round capacity and writes the verdict, inside
-  // the caller's transaction when there is one. The delta moves into the
-  // registry; on an error it is moved back so that the caller can retry.
+  // the caller's transaction when there is one. The delta is lent to the
+  // record and handed back whatever happens: a batch whose transaction
+  // rolls back is recorded again one by one, deltas included.
   Result<Answer> recordLocked(Verdict& v) {
     if (v.accepted() && v.round != round->round) {
       v.code = Code::RoundClosed;
@@ -327,10 +328,8 @@ struct Coordinator::Impl {
     r.staleness = v.staleness;
     r.delta = std::move(v.delta);
     Status st = registry.recordUpdate(r);
-    if (!st.ok()) {
-      v.delta = std::move(r.delta);
-      return st.error();
-    }
+    v.delta = std::move(r.delta);
+    if (!st.ok()) return st.error();
     Answer a;
     a.deviceId = v.deviceId;
     // The round the update claims: the device keeps it pending under that

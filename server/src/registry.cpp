@@ -359,7 +359,8 @@ Result<Registry> Registry::open(const std::filesystem::path& path) {
     code = sqlite3_exec(db,
                         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
                         nullptr, nullptr, nullptr);
-    bool done = false;
+    // Most opens find the schema current and need no write lock at all.
+    bool done = code == SQLITE_OK && reg.schemaVersion() == want;
     while (code == SQLITE_OK && !done) {
       code = sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr);
       if (code != SQLITE_OK) break;
@@ -373,15 +374,6 @@ Result<Registry> Registry::open(const std::filesystem::path& path) {
                                               std::to_string(v) + "; this build knows up to " +
                                               std::to_string(want));
       } else if (v == want) {
-        // Ingest looks updates up by (round, device) for every update it
-        // records; without this index SQLite walks the whole round through
-        // updates_round, reading each row's page (O(round size) per update:
-        // ~10 ms at 3,000 updates of 30 KB). An index changes no data, so it
-        // is ensured here for every schema-1 file instead of by a migration.
-        code = sqlite3_exec(db,
-                            "CREATE INDEX IF NOT EXISTS updates_round_device "
-                            "ON updates(round, device_id)",
-                            nullptr, nullptr, nullptr);
         done = true;
       } else {
         code = sqlite3_exec(db, kMigrations[v], nullptr, nullptr, nullptr);

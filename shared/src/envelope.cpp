@@ -11,6 +11,14 @@
 
 namespace edgefl {
 namespace detail {
+namespace {
+
+// The reader's traversal budget for a message of `words` words.
+std::uint64_t traversalBudget(std::uint64_t words, const DecodeLimits& limits) {
+  return std::max<std::uint64_t>(1024, words * limits.traversalFactor);
+}
+
+}  // namespace
 
 Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeLimits& limits) {
   if (bytes.empty()) return makeError(Code::Empty, "no bytes");
@@ -63,8 +71,7 @@ Result<std::unique_ptr<MessageHolder>> openMessage(ByteView bytes, const DecodeL
   const capnp::word* words = holder->copy.begin();
   holder->bytes = ByteView(reinterpret_cast<const std::uint8_t*>(words), bytes.size());
   capnp::ReaderOptions options;
-  options.traversalLimitInWords =
-      std::max<std::uint64_t>(1024, (bytes.size() / 8) * limits.traversalFactor);
+  options.traversalLimitInWords = traversalBudget(bytes.size() / 8, limits);
   options.nestingLimit = limits.nestingLimit;
   Status made = guardedWalk([&] {
     holder->reader = std::make_unique<capnp::FlatArrayMessageReader>(
@@ -133,9 +140,8 @@ Status checkBySchema(const MessageHolder& holder, capnp::StructSchema schema,
   capnp::ReaderOptions options;
   // The segment table is counted too, and never traversed: a little slack.
   // A configured budget that is smaller still applies.
-  options.traversalLimitInWords = std::min<std::uint64_t>(
-      holder.copy.size() + 8,
-      std::max<std::uint64_t>(1024, holder.copy.size() * limits.traversalFactor));
+  options.traversalLimitInWords =
+      std::min<std::uint64_t>(holder.copy.size() + 8, traversalBudget(holder.copy.size(), limits));
   options.nestingLimit = limits.nestingLimit;
   return guardedWalk([&] {
     capnp::FlatArrayMessageReader reader(holder.copy.asPtr(), options);

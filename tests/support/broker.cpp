@@ -73,8 +73,6 @@ int runCli(const std::string& args, std::string* output) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
-namespace {
-
 bool portAccepts(int port) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -85,8 +83,6 @@ bool portAccepts(int port) {
   ::close(fd);
   return ok;
 }
-
-}  // namespace
 
 Broker::Broker(fs::path fleetDir, int port) : fleetDir_(std::move(fleetDir)), port_(port) {
   start();

@@ -38,6 +38,8 @@ std::string readTextFile(const std::filesystem::path& path);
 
 // A loopback TCP port that was free a moment ago.
 int freeLoopbackPort();
+// True when something accepts TCP connections on the loopback `port`.
+bool portAccepts(int port);
 
 // Runs `edgefl` (the CLI under test) with `args`; returns exit status and
 // captures stdout+stderr into `output` when given.
