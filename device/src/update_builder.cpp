@@ -175,8 +175,8 @@ Result<Bytes> UpdateBuilder::encode(const Model& base, std::span<float> delta,
   return payload;
 }
 
-Bytes UpdateBuilder::seal(ByteView payload, std::uint64_t round) const {
-  Bytes envelope = edgefl::seal(Kind::UPDATE, payload, key_);
+Bytes UpdateBuilder::seal(ByteView payload, std::uint64_t round, const Digest& digest) const {
+  Bytes envelope = edgefl::sealDigest(Kind::UPDATE, payload, digest, key_);
   if (hooks_.updateEnvelope) hooks_.updateEnvelope(round, envelope);
   return envelope;
 }
@@ -200,8 +200,8 @@ Result<BuiltUpdate> UpdateBuilder::build(const Model& base, const Dataset& data,
                         now, &out.encoding, baseDigest);
   if (!payload.ok()) return payload.error();
   out.payload = std::move(payload.value());
-  out.payloadDigest = blake2b256(out.payload);
-  out.envelope = seal(out.payload, plan.round);
+  out.payloadDigest = updateDigest(out.payload);
+  out.envelope = seal(out.payload, plan.round, out.payloadDigest);
   out.before = training->before;
   out.after = training->after;
   out.trainMillis = training->trainMillis;

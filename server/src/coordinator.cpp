@@ -150,6 +150,14 @@ struct Coordinator::Impl {
   bool stopping = false;
   std::vector<std::thread> workers;
   bool started = false;
+  // Workers verify their batches in parallel but commit them in the order
+  // they took them from the queue (a ticket each, taken under queueMu), so
+  // verdicts follow arrival: of two updates from one device, the first
+  // received is the one accepted.
+  std::uint64_t nextTicket = 0;  // under queueMu
+  std::mutex turnMu;
+  std::condition_variable turnCv;
+  std::uint64_t commitTurn = 0;  // under turnMu
 
   Impl(CoordinatorConfig c, LogSink l, Registry r, KeyPair k, VerifierOptions v, RolloutOptions ro)
       : config(std::move(c)),
@@ -246,12 +254,14 @@ struct Coordinator::Impl {
 
   // Verifies what is queued, up to kCommitBatch at a time, then records the
   // batch's verdicts in one registry transaction (one fsync instead of one
-  // per update) and answers the devices only after it commits.
+  // per update) and answers the devices only after it commits. With two or
+  // more workers one verifies while another commits.
   static constexpr std::size_t kCommitBatch = 64;
   void workerLoop() {
     std::vector<Verdict> batch;
     for (;;) {
       std::vector<Pending> taken;
+      std::uint64_t ticket = 0;
       {
         std::unique_lock lock(queueMu);
         queueCv.wait(lock, [&] { return stopping || !queue.empty(); });
@@ -261,6 +271,7 @@ struct Coordinator::Impl {
           queue.pop_front();
         }
         ingestCounters.queueDepth = queue.size();
+        ticket = nextTicket++;
       }
       std::shared_ptr<const RoundContext> ctx;
       {
@@ -272,7 +283,20 @@ struct Coordinator::Impl {
         batch.push_back(verifier.verify(p.message.topic, p.message.payload, *ctx));
         p.message.payload = {};  // the verdict holds what is kept
       }
-      commit(batch);
+      {
+        std::unique_lock turn(turnMu);
+        turnCv.wait(turn, [&] { return commitTurn == ticket; });
+      }
+      std::vector<Answer> answers = commit(batch);
+      {
+        std::lock_guard turn(turnMu);
+        ++commitTurn;
+      }
+      turnCv.notify_all();
+      for (const Answer& a : answers) {
+        if (a.deviceId.empty()) continue;  // no device to answer (bad topic)
+        publishAck(a.deviceId, a.round, a.verdict, a.reason, a.detail, a.digest);
+      }
     }
   }
 
@@ -347,8 +371,8 @@ struct Coordinator::Impl {
   // Records the verdicts durably (one transaction for the batch; if it
   // fails, one per verdict, and a verdict that still cannot be stored is
   // answered Overloaded: the registry is the source of truth, the device
-  // resends), and only then answers the devices.
-  void commit(std::vector<Verdict>& batch) {
+  // resends) and returns the answers, which the caller sends only now.
+  std::vector<Answer> commit(std::vector<Verdict>& batch) {
     std::vector<Answer> answers;
     {
       std::lock_guard s(mu);
@@ -386,10 +410,7 @@ struct Coordinator::Impl {
         }
       }
     }
-    for (const Answer& a : answers) {
-      if (a.deviceId.empty()) continue;  // no device to answer (bad topic)
-      publishAck(a.deviceId, a.round, a.verdict, a.reason, a.detail, a.digest);
-    }
+    return answers;
   }
 
   // ---------------------------------------------------------------------

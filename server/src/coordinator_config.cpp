@@ -1,11 +1,11 @@
 #include "edgefl/server/coordinator_config.hpp"
 
+#include <toml++/toml.h>
 #include <cmath>
 #include <fstream>
 #include <functional>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 #include <variant>
 #include <vector>
 
@@ -83,14 +83,20 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
        "Largest per-class accuracy drop vs the stable model.", 0, 1},
       {"validation", "slice_min_stable_accuracy", &c.validation.sliceMinStableAccuracy,
        "Judge per-class drops only against a stable model at least this accurate overall: a "
-       "near-random model's per-class accuracy only says which class it defaults to.", 0, 1},
+       "near-random model's per-class accuracy only says which class it defaults to.",
+       0, 1},
       {"validation", "max_parameters", &c.validation.maxParameters,
        "Device budget: most parameters a model may have.", 1, 1e9},
       {"validation", "max_model_bytes", &c.validation.maxModelBytes,
        "Device budget: largest serialized model.", 1024, 1e10},
 
-      {"rounds", "mode", &c.rounds.mode, "synchronous: select, wait, aggregate. asynchronous: "
-       "aggregate every async_buffer accepted updates, staleness-weighted.", -INFINITY, INFINITY,
+      {"rounds",
+       "mode",
+       &c.rounds.mode,
+       "synchronous: select, wait, aggregate. asynchronous: "
+       "aggregate every async_buffer accepted updates, staleness-weighted.",
+       -INFINITY,
+       INFINITY,
        {"synchronous", "asynchronous"}},
       {"rounds", "fraction", &c.rounds.fraction,
        "Share of devices selected per round (when target_updates is 0).", 0, 1},
@@ -110,8 +116,7 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
       {"rounds", "staleness_exponent", &c.rounds.stalenessExponent,
        "Asynchronous mode: weight = 1 / (1 + staleness)^exponent.", 0, 10},
       {"rounds", "max_staleness", &c.rounds.maxStaleness,
-       "Asynchronous mode: accept updates trained on up to this many stable models back.", 0,
-       1000},
+       "Asynchronous mode: accept updates trained on up to this many stable models back.", 0, 1000},
 
       {"triggers", "schedule_seconds", &c.triggers.scheduleSeconds,
        "Start a round every N seconds.", 0, 1e9},
@@ -125,30 +130,54 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
       {"training", "epochs", &c.training.epochs, "Local epochs.", 1, 1000},
       {"training", "batch_size", &c.training.batchSize, "Local batch size.", 1, 65536},
       {"training", "learning_rate", &c.training.learningRate, "Local learning rate.", 0, 100},
-      {"training", "optimizer", &c.training.optimizer, "Local optimizer.", -INFINITY, INFINITY,
+      {"training",
+       "optimizer",
+       &c.training.optimizer,
+       "Local optimizer.",
+       -INFINITY,
+       INFINITY,
        {"sgd", "adam"}},
       {"training", "momentum", &c.training.momentum, "SGD momentum.", 0, 1},
       {"training", "weight_decay", &c.training.weightDecay, "L2 weight decay.", 0, 1},
       {"training", "proximal_mu", &c.training.proximalMu, "FedProx proximal term; 0 = FedAvg.", 0,
        100},
-      {"training", "trainable", &c.training.trainable, "Which parameters devices train.",
-       -INFINITY, INFINITY, {"all", "head", "bias"}},
+      {"training",
+       "trainable",
+       &c.training.trainable,
+       "Which parameters devices train.",
+       -INFINITY,
+       INFINITY,
+       {"all", "head", "bias"}},
 
-      {"delta", "encoding", &c.delta.encoding, "Delta encoding on the wire.", -INFINITY, INFINITY,
+      {"delta",
+       "encoding",
+       &c.delta.encoding,
+       "Delta encoding on the wire.",
+       -INFINITY,
+       INFINITY,
        {"float32", "int8", "topk"}},
       {"delta", "clip_norm", &c.delta.clipNorm, "Device-side L2 clip; 0 disables.", 0, 1e9},
       {"delta", "noise_std", &c.delta.noiseStd, "Device-side Gaussian noise; 0 disables.", 0, 1e3},
       {"delta", "top_k_fraction", &c.delta.topKFraction, "topk: share of entries sent.", 1e-6, 1},
-      {"delta", "rounding", &c.delta.rounding, "int8 rounding.", -INFINITY, INFINITY,
+      {"delta",
+       "rounding",
+       &c.delta.rounding,
+       "int8 rounding.",
+       -INFINITY,
+       INFINITY,
        {"nearest", "stochastic"}},
 
-      {"aggregation", "strategy", &c.aggregation.strategy, "Aggregation strategy.", -INFINITY,
+      {"aggregation",
+       "strategy",
+       &c.aggregation.strategy,
+       "Aggregation strategy.",
+       -INFINITY,
        INFINITY,
-       {"fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum",
-        "multi_krum"}},
+       {"fedavg", "fedavgm", "fedadam", "fedyogi", "median", "trimmed_mean", "krum", "multi_krum"}},
       {"aggregation", "server_learning_rate", &c.aggregation.serverLearningRate,
        "Server learning rate: the step applied to the global model (1 = the plain aggregate; "
-       "fedadam/fedyogi usually want 0.01-0.1).", 0, 100},
+       "fedadam/fedyogi usually want 0.01-0.1).",
+       0, 100},
       {"aggregation", "server_momentum", &c.aggregation.serverMomentum, "fedavgm momentum.", 0, 1},
       {"aggregation", "beta1", &c.aggregation.beta1, "fedadam/fedyogi first moment decay.", 0, 1},
       {"aggregation", "beta2", &c.aggregation.beta2, "fedadam/fedyogi second moment decay.", 0, 1},
@@ -166,8 +195,12 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
 
       {"ingest", "queue_capacity", &c.ingest.queueCapacity,
        "Bounded queue between the MQTT thread and verification; when full, updates are "
-       "rejected with Overloaded.", 1, 1e6},
-      {"ingest", "verify_threads", &c.ingest.verifyThreads, "Verification threads.", 1, 64},
+       "rejected with Overloaded.",
+       1, 1e6},
+      {"ingest", "verify_threads", &c.ingest.verifyThreads,
+       "Verification threads; with 2 or more one verifies while another commits (batches still "
+       "commit in arrival order).",
+       1, 64},
       {"ingest", "max_update_norm", &c.ingest.maxUpdateNorm,
        "Reject updates whose delta L2 norm exceeds this.", 0, 1e9},
 
@@ -183,7 +216,8 @@ std::vector<Setting> settingsOf(CoordinatorConfig& c) {
        "Roll back when shadow agreement falls below this.", 0, 1},
       {"rollout", "max_health_failures", &c.rollout.maxHealthFailures,
        "Roll back when canary devices report more health-check failures.", 0, 1e9},
-      {"rollout", "auto_promote", &c.rollout.autoPromote, "Promote canary to stable automatically."},
+      {"rollout", "auto_promote", &c.rollout.autoPromote,
+       "Promote canary to stable automatically."},
       {"rollout", "auto_rollback", &c.rollout.autoRollback, "Roll back automatically."},
   };
 }
@@ -293,8 +327,8 @@ Result<CoordinatorConfig> parseCoordinatorConfig(std::string_view text, std::str
         if (s.section == sectionName && s.key == key.str()) match = &s;
       }
       if (match == nullptr) {
-        return makeError(Code::BadConfig, std::string(source) + ": unknown setting " +
-                                              sectionName + "." + std::string(key.str()));
+        return makeError(Code::BadConfig, std::string(source) + ": unknown setting " + sectionName +
+                                              "." + std::string(key.str()));
       }
       EDGEFL_TRY(assign(*match, node, source));
     }
@@ -303,10 +337,10 @@ Result<CoordinatorConfig> parseCoordinatorConfig(std::string_view text, std::str
     return makeError(Code::BadConfig, std::string(source) + ": " + name.error().detail);
   }
   if (config.rounds.minUpdates > config.rounds.maxUpdates) {
-    return makeError(Code::BadConfig, std::string(source) + ": rounds.min_updates = " +
-                                          std::to_string(config.rounds.minUpdates) +
-                                          " exceeds rounds.max_updates = " +
-                                          std::to_string(config.rounds.maxUpdates));
+    return makeError(
+        Code::BadConfig,
+        std::string(source) + ": rounds.min_updates = " + std::to_string(config.rounds.minUpdates) +
+            " exceeds rounds.max_updates = " + std::to_string(config.rounds.maxUpdates));
   }
   return config;
 }

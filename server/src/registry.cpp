@@ -164,6 +164,11 @@ class Stmt {
     if (stmt_) sqlite3_bind_blob64(stmt_, i, data, size, SQLITE_TRANSIENT);
     return *this;
   }
+  // No copy: `data` must stay valid until the statement is done.
+  Stmt& bindBlobStatic(int i, const void* data, std::size_t size) {
+    if (stmt_) sqlite3_bind_blob64(stmt_, i, data, size, SQLITE_STATIC);
+    return *this;
+  }
 
   // SQLITE_ROW, SQLITE_DONE or an error code.
   int step() {
@@ -612,16 +617,6 @@ Status Registry::updateRound(const RoundRecord& r) {
 
 Status Registry::recordUpdate(const UpdateRecord& u) {
   return transaction([&]() -> Status {
-    if (u.accepted) {
-      Stmt exists(
-          db_, "SELECT 1 FROM updates WHERE round = ? AND device_id = ? AND verdict = 'accepted'");
-      exists.bind(1, u.round).bind(2, u.deviceId);
-      if (exists.step() == SQLITE_ROW) {
-        return makeError(Code::AlreadyExists, "an accepted update for round " +
-                                                  std::to_string(u.round) + " from " + u.deviceId +
-                                                  " is already recorded");
-      }
-    }
     Stmt s(db_,
            "INSERT INTO updates (round, device_id, verdict, reason, detail, sample_count, norm, "
            "digest, received_at, delta, staleness) VALUES (?,?,?,?,?,?,?,?,?,?,?)");
@@ -630,10 +625,20 @@ Status Registry::recordUpdate(const UpdateRecord& u) {
     s.bindBlob(8, u.digest.data(), u.digest.size());
     s.bind(9, u.receivedAt != 0 ? u.receivedAt : nowSeconds());
     if (u.accepted && !u.delta.empty()) {
-      s.bindBlob(10, u.delta.data(), u.delta.size() * sizeof(float));
+      // Bound in place (up to megabytes): `u` outlives the statement.
+      s.bindBlobStatic(10, u.delta.data(), u.delta.size() * sizeof(float));
     }
     s.bind(11, u.staleness);
-    EDGEFL_TRY(s.run());
+    // The unique index of accepted updates refuses a second accepted record
+    // for (round, device); the statement alone is undone, the caller's
+    // transaction goes on.
+    Status inserted = s.run();
+    if (inserted.code() == Code::AlreadyExists && u.accepted) {
+      return makeError(Code::AlreadyExists, "an accepted update for round " +
+                                                std::to_string(u.round) + " from " + u.deviceId +
+                                                " is already recorded");
+    }
+    EDGEFL_TRY(inserted);
     Stmt v(db_,
            "INSERT INTO round_verdicts (round, reason, count) VALUES (?, ?, 1) "
            "ON CONFLICT(round, reason) DO UPDATE SET count = count + 1");
@@ -698,13 +703,12 @@ std::vector<UpdateRecord> Registry::updates(std::optional<std::uint64_t> round,
 }
 
 std::uint64_t Registry::acceptedCount(std::uint64_t round) const {
-  // The partial index holds exactly the accepted rows; the planner would
-  // otherwise pick updates_round and read every row of the round.
-  Stmt s(db_,
-         "SELECT COUNT(*) FROM updates INDEXED BY updates_accepted "
-         "WHERE round = ? AND verdict = 'accepted'");
+  // recordUpdate counts verdicts in round_verdicts in the same transaction
+  // as the row: one key lookup, where counting the accepted rows reads one
+  // index entry per update (ingest asks for every update).
+  Stmt s(db_, "SELECT count FROM round_verdicts WHERE round = ? AND reason = 'accepted'");
   s.bind(1, round);
-  s.step();
+  if (s.step() != SQLITE_ROW) return 0;
   return s.u64(0);
 }
 

@@ -47,22 +47,30 @@ Verdict UpdateVerifier::verify(std::string_view topic, ByteView payload,
     v.digest = blake2b256(payload);  // no envelope: the raw bytes are all there is to name
     return reject(envelope.code(), envelope.error().detail);
   }
-  // From here on the digest names the signed Update payload, as the device
-  // that built it does (the envelope around it may be re-sealed); the
-  // envelope itself is not hashed, a second pass over up to 16 MB.
+  // From here on the digest names the signed Update payload as the device
+  // that built it does: signingDigest(UPDATE, payload), the hash the
+  // signature covers, so a valid update is hashed once (the envelope around
+  // it may be re-sealed and is not hashed).
   const auto signedPayload = envelope->root().getPayload();
-  v.digest = blake2b256(ByteView(signedPayload.begin(), signedPayload.size()));
+  auto nameRejected = [&] {
+    v.digest = signingDigest(Kind::UPDATE, ByteView(signedPayload.begin(), signedPayload.size()));
+  };
   auto keys = this->keys();
   auto id = arrayFromBytes<kKeyIdBytes>(ByteView(envelope->root().getSignerKeyId().begin(),
                                                  envelope->root().getSignerKeyId().size()));
   if (id && keys->revoked.count(*id) > 0) {
+    nameRejected();
     return reject(Code::Revoked, "signer key " + toHex(*id) + " was revoked");
   }
   VerifyOptions vo;
   vo.limits = options_.limits;
   vo.fleet = options_.fleet;
   auto signer = verifyEnvelope(envelope->root(), Kind::UPDATE, keys->enrolled, vo);
-  if (!signer.ok()) return reject(signer.code(), signer.error().detail);
+  if (!signer.ok()) {
+    nameRejected();
+    return reject(signer.code(), signer.error().detail);
+  }
+  v.digest = signer->payloadDigest;
   auto inner = envelope->root().getPayload();
   auto parsed = parseMessage<wire::Update>(ByteView(inner.begin(), inner.size()), options_.limits);
   if (!parsed.ok()) return reject(parsed.code(), "update payload: " + parsed.error().detail);

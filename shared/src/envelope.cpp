@@ -216,10 +216,11 @@ ByteView view(capnp::Data::Reader data) {
   return ByteView(data.begin(), data.size());
 }
 
-Result<Signer> checkSignature(wire::Signed::Reader envelope, const Signer& signer) {
+Result<Signer> checkSignature(wire::Signed::Reader envelope, Signer signer) {
   Signature sig{};
   std::memcpy(sig.data(), envelope.getSignature().begin(), sig.size());
-  if (!verifyPayload(signer.key, envelope.getKind(), view(envelope.getPayload()), sig)) {
+  signer.payloadDigest = signingDigest(envelope.getKind(), view(envelope.getPayload()));
+  if (!verifyDigest(signer.key, signer.payloadDigest, sig)) {
     return makeError(Code::BadSignature, std::string(kindName(envelope.getKind())) +
                                              " signature does not verify with key " +
                                              toHex(signer.keyId));

@@ -101,7 +101,10 @@ Signature signPayload(const KeyPair& signer, Kind kind, ByteView payload) {
 }
 
 bool verifyPayload(const PublicKey& key, Kind kind, ByteView payload, const Signature& signature) {
-  Digest digest = signingDigest(kind, payload);
+  return verifyDigest(key, signingDigest(kind, payload), signature);
+}
+
+bool verifyDigest(const PublicKey& key, const Digest& digest, const Signature& signature) {
   return crypto_sign_verify_detached(signature.data(), digest.data(), digest.size(), key.data()) ==
          0;
 }
@@ -113,7 +116,12 @@ Bytes toBytes(capnp::MessageBuilder& builder) {
 }
 
 Bytes seal(Kind kind, ByteView payload, const KeyPair& signer, ByteView delegation) {
-  Signature sig = signPayload(signer, kind, payload);
+  return sealDigest(kind, payload, signingDigest(kind, payload), signer, delegation);
+}
+
+Bytes sealDigest(Kind kind, ByteView payload, const Digest& digest, const KeyPair& signer,
+                 ByteView delegation) {
+  Signature sig = signer.sign(digest);
   KeyId id = signer.keyId();
   // Size the first segment to fit everything: one segment, one copy.
   const std::size_t words = (payload.size() + delegation.size()) / 8 + 64;

@@ -137,9 +137,13 @@ TEST_F(BuilderTest, StepsComposeIntoAVerifiableUpdate) {
   std::mt19937_64 rng2(1);
   auto built = builder.build(base, data, p, {}, rng2, 1234);
   ASSERT_TRUE(built.ok());
-  EXPECT_EQ(built->payloadDigest, blake2b256(built->payload));
+  EXPECT_EQ(built->payloadDigest, updateDigest(built->payload));
+  EXPECT_NE(built->payloadDigest, blake2b256(built->payload)) << "the kind's context is hashed too";
+  // Sealing with the digest it already has signs the same bytes as seal().
+  EXPECT_EQ(built->envelope, builder.seal(built->payload, p.round));
   auto v2 = decodeVerified<wire::Update>(built->envelope, ring());
   ASSERT_TRUE(v2.ok());
+  EXPECT_EQ(v2->signer.payloadDigest, built->payloadDigest);
   EXPECT_EQ(test::decodeUpdateDelta(v2->root(), base), delta.value());
   const Digest baseDigest = parameterDigest(base);
   auto named = [](const Bytes& bytes) {

@@ -111,11 +111,12 @@ TEST(Rounds, TargetCountSelectsWithOverSelection) {
     auto accepted = in[static_cast<std::size_t>(i)]->waitAck();
     ASSERT_TRUE(accepted.has_value());
     ASSERT_EQ(accepted->verdict, wire::Verdict::ACCEPTED);
-    // The ack names the signed Update payload (what the device keeps pending).
+    // The ack names the signed Update payload by its signing digest (what
+    // the device keeps pending).
     auto envelope = parseEnvelope(update);
     ASSERT_TRUE(envelope.ok());
     auto payload = envelope->root().getPayload();
-    const Digest expected = blake2b256(ByteView(payload.begin(), payload.size()));
+    const Digest expected = updateDigest(ByteView(payload.begin(), payload.size()));
     EXPECT_EQ(accepted->updateDigest, Bytes(expected.begin(), expected.end()));
   }
   auto reg = registryOf(fleet);

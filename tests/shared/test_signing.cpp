@@ -29,9 +29,13 @@ void checkGolden(const std::string& name, const Bytes& bytes) {
   EXPECT_EQ(toHex(bytes), toHex(golden)) << name;
 }
 
-std::string text(const std::string& s) { return s; }
+std::string text(const std::string& s) {
+  return s;
+}
 
-Bytes textBytes(const std::string& s) { return Bytes(s.begin(), s.end()); }
+Bytes textBytes(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
 
 TEST(Golden, FixedSeedKeys) {
   KeyPair root = fixedKey(1);
@@ -91,6 +95,31 @@ TEST(Signing, ContextSeparatesKinds) {
   changed[0] ^= 1;
   EXPECT_FALSE(verifyPayload(k.publicKey(), Kind::UPDATE, changed, sig));
   EXPECT_FALSE(verifyPayload(fixedKey(3).publicKey(), Kind::UPDATE, payload, sig));
+}
+
+// sealDigest is seal with the signing digest computed by the caller: the
+// same envelope, and the verified signer names the payload by that digest.
+TEST(Signing, SealWithPrecomputedDigestIsSeal) {
+  KeyPair k = fixedKey(2);
+  Bytes payload = textBytes(text("an update payload"));
+  const Digest d = updateDigest(payload);
+  EXPECT_EQ(d, signingDigest(Kind::UPDATE, payload));
+  EXPECT_EQ(sealDigest(Kind::UPDATE, payload, d, k), seal(Kind::UPDATE, payload, k));
+  Keyring ring;
+  ring.add(k.publicKey(), Role::DEVICE, "d1");
+  auto env = parseEnvelope(sealDigest(Kind::UPDATE, payload, d, k));
+  ASSERT_TRUE(env.ok());
+  auto signer = verifyEnvelope(env->root(), Kind::UPDATE, ring, {});
+  ASSERT_TRUE(signer.ok()) << signer.error().toString();
+  EXPECT_EQ(signer->payloadDigest, d);
+  EXPECT_TRUE(verifyDigest(k.publicKey(), d, k.sign(d)));
+  Digest other = d;
+  other[31] ^= 1;
+  EXPECT_FALSE(verifyDigest(k.publicKey(), other, k.sign(d)));
+  // A digest that is not the payload's makes a signature that does not verify.
+  auto forged = parseEnvelope(sealDigest(Kind::UPDATE, payload, other, k));
+  ASSERT_TRUE(forged.ok());
+  EXPECT_EQ(verifyEnvelope(forged->root(), Kind::UPDATE, ring, {}).code(), Code::BadSignature);
 }
 
 TEST(Signing, DistinctContextsAndRoleTable) {

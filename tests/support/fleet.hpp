@@ -49,7 +49,7 @@ struct ReceivedAck {
   std::uint64_t round = 0;
   wire::Verdict verdict = wire::Verdict::REJECTED;
   std::string reason;
-  Bytes updateDigest;  // BLAKE2b-256 of the Update payload the ack is about
+  Bytes updateDigest;  // updateDigest() of the Update payload the ack is about
 };
 
 // A device speaking the protocol: enrolled key, own broker user, verifies

@@ -72,7 +72,7 @@ struct DeploymentState {
 struct PendingUpdate {
   std::uint64_t round = 0;
   Bytes envelope;             // Signed(update), exactly as published
-  Digest payloadDigest{};     // BLAKE2b-256 of the Update payload (what Acks name)
+  Digest payloadDigest{};     // updateDigest of the Update payload (what Acks name)
   std::int64_t deadline = 0;  // the round's deadline; 0 = none
   std::int64_t createdAt = 0;
 };

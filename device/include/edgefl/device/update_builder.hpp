@@ -16,6 +16,7 @@
 #include "edgefl/shared/delta.hpp"
 #include "edgefl/shared/keys.hpp"
 #include "edgefl/shared/model.hpp"
+#include "edgefl/shared/signing.hpp"
 #include "edgefl/shared/train.hpp"
 
 namespace edgefl::device {
@@ -55,9 +56,9 @@ struct LocalTraining {
 
 struct BuiltUpdate {
   std::uint64_t round = 0;
-  Bytes payload;   // the Update message, as signed
-  Bytes envelope;  // Signed(update)
-  Digest payloadDigest{};
+  Bytes payload;           // the Update message, as signed
+  Bytes envelope;          // Signed(update)
+  Digest payloadDigest{};  // updateDigest(payload): what the signature covers and Acks name
   std::uint32_t sampleCount = 0;
   Metrics before;
   Metrics after;
@@ -88,8 +89,12 @@ class UpdateBuilder {
                        const LocalTraining& training, std::uint32_t sampleCount,
                        std::span<float> residual, std::mt19937_64& rng, std::int64_t now,
                        DeltaEncodeInfo* info, const Digest* baseDigest = nullptr) const;
-  // Signed(update) with the device key, then the envelope hook.
-  Bytes seal(ByteView payload, std::uint64_t round) const;
+  // Signed(update) with the device key, then the envelope hook. `digest`
+  // is updateDigest(payload), when the caller already has it.
+  Bytes seal(ByteView payload, std::uint64_t round) const {
+    return seal(payload, round, updateDigest(payload));
+  }
+  Bytes seal(ByteView payload, std::uint64_t round, const Digest& digest) const;
 
   // All of the above.
   Result<BuiltUpdate> build(const Model& base, const Dataset& data, const RoundPlan& plan,

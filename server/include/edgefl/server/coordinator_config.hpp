@@ -96,7 +96,7 @@ struct CoordinatorConfig {
   } aggregation;
   struct Ingest {
     std::int64_t queueCapacity = 1024;
-    std::int64_t verifyThreads = 1;
+    std::int64_t verifyThreads = 2;
     double maxUpdateNorm = 100.0;
   } ingest;
   struct Rollout {

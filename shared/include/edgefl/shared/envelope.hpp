@@ -167,6 +167,9 @@ struct Signer {
   Role role = Role::UNKNOWN;
   std::string subject;
   bool delegated = false;  // authorized through a KeyDelegation from a root
+  // signingDigest(kind, payload): what the signature covers, and the name
+  // an Update goes by (Acks, duplicate checks, the registry).
+  Digest payloadDigest{};
 };
 
 // Framing and field checks of an envelope, without verifying it: kind is

@@ -36,9 +36,17 @@ bool roleMaySign(Role role, Kind kind);
 // digest hashes the context, one zero byte, then the payload.
 std::string_view signingContext(Kind kind);
 Digest signingDigest(Kind kind, ByteView payload);
+// The name of an Update payload: its signing digest, so that naming and
+// signing (and verifying) it is one pass over up to megabytes.
+inline Digest updateDigest(ByteView payload) {
+  return signingDigest(Kind::UPDATE, payload);
+}
 Signature signPayload(const KeyPair& signer, Kind kind, ByteView payload);
 [[nodiscard]] bool verifyPayload(const PublicKey& key, Kind kind, ByteView payload,
                                  const Signature& signature);
+// The signature check alone, over a signingDigest the caller computed.
+[[nodiscard]] bool verifyDigest(const PublicKey& key, const Digest& digest,
+                                const Signature& signature);
 
 // Flat-array bytes of a built message (one segment when the builder was
 // sized to fit).
@@ -47,6 +55,10 @@ Bytes toBytes(capnp::MessageBuilder& builder);
 // A Signed envelope around `payload`, signed by `signer`. `delegation` is an
 // optional Signed(keyDelegation) that authorizes the signer's key.
 Bytes seal(Kind kind, ByteView payload, const KeyPair& signer, ByteView delegation = {});
+// The same, for a caller that already holds signingDigest(kind, payload)
+// (an Update's digest is also its name): one pass over the payload, not two.
+Bytes sealDigest(Kind kind, ByteView payload, const Digest& digest, const KeyPair& signer,
+                 ByteView delegation = {});
 
 struct DelegationSpec {
   std::string fleet;
