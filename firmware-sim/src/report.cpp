@@ -276,20 +276,32 @@ std::string accuracySvg(const SimSummary& s) {
 
 std::string rowHeader() {
   return "round  online  sel  recv  acc  rejected (by reason)                      accuracy  "
-         "round s  rollout             up/down";
+         "round s  collect/aggregate/validate/deploy s  rollout             up/down";
+}
+
+// The coordinator's phases of a round in seconds, "-" for a phase it did
+// not reach (a failed round is never aggregated).
+std::string phasesText(const RoundRow& r) {
+  std::string out;
+  for (const char* name : {"collect", "aggregate", "validate", "deploy"}) {
+    auto it = r.phaseMillis.find(name);
+    if (!out.empty()) out += '/';
+    out += it == r.phaseMillis.end() ? std::string("-") : fixed(it->second / 1000.0, 2);
+  }
+  return out;
 }
 
 std::string rowText(const RoundRow& r) {
   char buf[512];
   std::string rejected = std::to_string(r.received - r.accepted + r.excluded) + " (" +
                          joinCounts(r.rejectedByReason, " ") + ")";
-  std::snprintf(buf, sizeof buf, "%5llu  %6llu  %3llu  %4llu  %3llu  %-40s  %8s  %7s  %-18s  %s/%s",
-                static_cast<unsigned long long>(r.round), static_cast<unsigned long long>(r.online),
-                static_cast<unsigned long long>(r.selected),
-                static_cast<unsigned long long>(r.received),
-                static_cast<unsigned long long>(r.accepted), rejected.c_str(),
-                percent(r.accuracy).c_str(), fixed(r.seconds, 1).c_str(), r.rollout.c_str(),
-                megabytes(r.bytesUp).c_str(), megabytes(r.bytesDown).c_str());
+  std::snprintf(
+      buf, sizeof buf, "%5llu  %6llu  %3llu  %4llu  %3llu  %-40s  %8s  %7s  %-34s  %-18s  %s/%s",
+      static_cast<unsigned long long>(r.round), static_cast<unsigned long long>(r.online),
+      static_cast<unsigned long long>(r.selected), static_cast<unsigned long long>(r.received),
+      static_cast<unsigned long long>(r.accepted), rejected.c_str(), percent(r.accuracy).c_str(),
+      fixed(r.seconds, 1).c_str(), phasesText(r).c_str(), r.rollout.c_str(),
+      megabytes(r.bytesUp).c_str(), megabytes(r.bytesDown).c_str());
   return buf;
 }
 

@@ -197,6 +197,7 @@ TEST(SimReport, RowsCsvJsonAndPlotCarryTheRoundFigures) {
     row.accuracy = 0.5 + 0.1 * static_cast<double>(r);
     row.stableAccuracy = row.accuracy;
     row.bytesUp = 1000 * r;
+    row.phaseMillis = {{"collect", 4000.0}, {"aggregate", 30.0}, {"validate", 410.0}};
     s.rounds.push_back(row);
   }
   const std::string json = sim::summaryJson(s);
@@ -212,6 +213,9 @@ TEST(SimReport, RowsCsvJsonAndPlotCarryTheRoundFigures) {
   EXPECT_EQ(std::count(svg.begin(), svg.end(), '\n') > 10, true);
   EXPECT_NE(svg.find("<polyline"), std::string::npos);
   EXPECT_NE(sim::rowText(s.rounds[0]).find("BadSignature=2"), std::string::npos);
+  // Phases in seconds; the round never reached deploy.
+  EXPECT_NE(sim::rowText(s.rounds[0]).find("4.00/0.03/0.41/-"), std::string::npos)
+      << sim::rowText(s.rounds[0]);
   EXPECT_NE(sim::summaryText(s).find("10.00% -> 60.00% -> 70.00% -> 80.00%"), std::string::npos)
       << sim::summaryText(s);
   for (int v = 12; v >= 1; --v) s.lineage.push_back("v" + std::to_string(v));
