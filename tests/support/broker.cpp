@@ -145,6 +145,7 @@ struct MqttClient::State {
   int connack = -2;
   std::map<int, int> subacks;  // mid -> granted qos
   std::map<int, int> pubacks;  // mid -> reason code
+  PubackCount pubackCount;
   std::deque<Message> messages;
 };
 
@@ -179,6 +180,7 @@ MqttClient::MqttClient(const std::string& clientId, const std::string& user,
         auto* s = static_cast<State*>(obj);
         std::lock_guard lock(s->mu);
         s->pubacks[mid] = reason;
+        ++(reason < 0x80 ? s->pubackCount.accepted : s->pubackCount.refused);
         s->cv.notify_all();
       });
   mosquitto_message_v5_callback_set(
@@ -228,6 +230,23 @@ int MqttClient::publish(const std::string& topic, const std::vector<std::uint8_t
   if (!state_->cv.wait_for(lock, timeout, [&] { return state_->pubacks.count(mid) > 0; }))
     return -1;
   return state_->pubacks[mid];
+}
+
+int MqttClient::publishNoWait(const std::string& topic, const std::vector<std::uint8_t>& payload) {
+  int mid = 0;
+  const int rc = mosquitto_publish(mosq_, &mid, topic.c_str(), static_cast<int>(payload.size()),
+                                   payload.data(), 1, false);
+  return rc == MOSQ_ERR_SUCCESS ? mid : -1;
+}
+
+MqttClient::PubackCount MqttClient::pubacks() const {
+  std::lock_guard lock(state_->mu);
+  return state_->pubackCount;
+}
+
+void MqttClient::discardMessages() {
+  std::lock_guard lock(state_->mu);
+  state_->messages.clear();
 }
 
 std::optional<Message> MqttClient::waitMessage(std::chrono::milliseconds timeout) {

@@ -91,7 +91,17 @@ class MqttClient {
   // or -1 on timeout. For QoS 0: 0 once sent.
   int publish(const std::string& topic, const std::vector<std::uint8_t>& payload, int qos = 1,
               bool retain = false, std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // QoS 1 publish that does not wait for its PUBACK: the message id, or -1
+  // when libmosquitto refuses it. pubacks() counts the PUBACKs so far.
+  int publishNoWait(const std::string& topic, const std::vector<std::uint8_t>& payload);
+  struct PubackCount {
+    std::uint64_t accepted = 0;  // reason < 0x80
+    std::uint64_t refused = 0;   // reason >= 0x80, e.g. 0x87 not authorized
+  };
+  PubackCount pubacks() const;
   std::optional<Message> waitMessage(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+  // Drops the messages received so far (a long run that never reads them).
+  void discardMessages();
   void disconnect();
 
  private:
