@@ -26,7 +26,7 @@
 set -euo pipefail
 
 minutes="${1:-10}"
-rate="${2:-350}"
+rate="${2:-250}"
 arch="${3:-mlp:784-128-10}"
 build="${EDGEFL_BUILD_DIR:-build}"
 binary="$build/tests/edgefl_integration_test_faults"
