@@ -96,7 +96,10 @@ class WorkerPool {
         continue;
       }
       if (!stopping_ && queue_.top().due > Clock::now()) {
-        cv_.wait_until(lock, queue_.top().due);
+        // A copy: wait_until reads its deadline again after waking, and a
+        // submit while the lock is released may reallocate the queue.
+        const Clock::time_point due = queue_.top().due;
+        cv_.wait_until(lock, due);
         continue;
       }
       auto job = std::move(const_cast<Item&>(queue_.top()).job);
