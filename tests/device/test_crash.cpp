@@ -65,18 +65,36 @@ TEST(Crash, KilledInstallsAlwaysReopenWithAValidSignedModel) {
     ASSERT_TRUE(core.value()->handleMessage(topic, deployments[0]).ok());
   }
 
-  // The child: opens the device, says so on `readyFd`, then installs the
-  // deployments after the newest it has, at most `limit` of them.
-  auto runChild = [&](const DeviceConfig& c, int readyFd, std::size_t limit) {
-    auto core = device::DeviceCore::open(c);
-    if (!core.ok()) ::_exit(3);
-    const char opened = 1;
-    if (::write(readyFd, &opened, 1) != 1) ::_exit(5);
-    const std::uint64_t first = core.value()->status().stableSequence + 1;
-    for (std::uint64_t seq = first; seq <= deployments.size() && seq - first < limit; ++seq) {
-      if (!core.value()->handleMessage(topic, deployments[seq - 1]).ok()) ::_exit(4);
+  // Forks a child that opens the device, says so on a pipe, then installs
+  // the deployments after the newest it has, at most `limit` of them. The
+  // parent gets the child's pid and the pipe's read end; pid -1 when the
+  // pipe or the fork failed.
+  struct Child {
+    pid_t pid = -1;
+    int ready = -1;
+  };
+  auto startChild = [&](const DeviceConfig& c, std::size_t limit) {
+    int ready[2];
+    if (::pipe(ready) != 0) return Child{};
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(ready[0]);
+      auto core = device::DeviceCore::open(c);
+      if (!core.ok()) ::_exit(3);
+      const char opened = 1;
+      if (::write(ready[1], &opened, 1) != 1) ::_exit(5);
+      const std::uint64_t first = core.value()->status().stableSequence + 1;
+      for (std::uint64_t seq = first; seq <= deployments.size() && seq - first < limit; ++seq) {
+        if (!core.value()->handleMessage(topic, deployments[seq - 1]).ok()) ::_exit(4);
+      }
+      ::_exit(0);
     }
-    ::_exit(0);
+    ::close(ready[1]);
+    if (pid < 0) {
+      ::close(ready[0]);
+      return Child{};
+    }
+    return Child{pid, ready[0]};
   };
 
   // How long the first installs of a freshly forked child take in this
@@ -90,21 +108,14 @@ TEST(Crash, KilledInstallsAlwaysReopenWithAValidSignedModel) {
         scratch.path(), "dev-1", test::saveDeviceKey(key, scratch.path(), "dev-1"), rootPub);
     c.durableWrites = false;
     constexpr std::size_t kTimed = 5;
-    int ready[2];
-    ASSERT_EQ(::pipe(ready), 0);
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      ::close(ready[0]);
-      runChild(c, ready[1], kTimed);
-    }
-    ::close(ready[1]);
+    const Child child = startChild(c, kTimed);
+    ASSERT_GE(child.pid, 0);
     char opened = 0;
-    ASSERT_EQ(::read(ready[0], &opened, 1), 1) << "calibration child died while opening";
+    ASSERT_EQ(::read(child.ready, &opened, 1), 1) << "calibration child died while opening";
     const auto t0 = std::chrono::steady_clock::now();
     int status = 0;
-    ASSERT_EQ(::waitpid(child, &status, 0), child);
-    ::close(ready[0]);
+    ASSERT_EQ(::waitpid(child.pid, &status, 0), child.pid);
+    ::close(child.ready);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
     installMicros =
         std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
@@ -121,22 +132,16 @@ TEST(Crash, KilledInstallsAlwaysReopenWithAValidSignedModel) {
   std::uint64_t lastActive = 1;
   int killedMidway = 0;
   for (int i = 0; i < kIterations; ++i) {
-    int ready[2];
-    ASSERT_EQ(::pipe(ready), 0);
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      ::close(ready[0]);
-      runChild(config, ready[1], deployments.size());
-    }
-    ::close(ready[1]);
+    const Child started = startChild(config, deployments.size());
+    ASSERT_GE(started.pid, 0);
+    const pid_t child = started.pid;
     if (i % 10 != 0) {
       char opened = 0;
-      ASSERT_EQ(::read(ready[0], &opened, 1), 1) << "child died while opening";
+      ASSERT_EQ(::read(started.ready, &opened, 1), 1) << "child died while opening";
     }
     ::usleep(static_cast<useconds_t>(delayMicros(rng)));
     ::kill(child, SIGKILL);
-    ::close(ready[0]);
+    ::close(started.ready);
     int status = 0;
     ASSERT_EQ(::waitpid(child, &status, 0), child);
     if (WIFEXITED(status)) {
