@@ -5,10 +5,7 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
-#include <chrono>
 #include <cstdint>
-#include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <numeric>
 #include <string>
@@ -47,17 +44,9 @@ bool contains(const std::string& text, const std::string& part) {
 // --- the real Fashion-MNIST files -------------------------------------------
 
 TEST(FashionMnist, TrainSplitMatchesTheFiles) {
-  // CPU time as well as wall time: the loader is single-threaded, and CPU
-  // time stays meaningful when parallel builds share the machine.
-  const auto start = std::chrono::steady_clock::now();
-  const std::clock_t cpuStart = std::clock();
+  // Its speed is measured in bench/bench_datasets.cpp, against zlib.
   auto data = loadFashionMnist("train");
-  const double cpuSeconds = static_cast<double>(std::clock() - cpuStart) / CLOCKS_PER_SEC;
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   ASSERT_TRUE(data.ok()) << data.error().toString();
-  std::printf("fashion-mnist:train loaded in %.3f s wall, %.3f s CPU\n", seconds, cpuSeconds);
-  RecordProperty("train_load_ms", static_cast<int>(seconds * 1000));
 
   EXPECT_EQ(data->name, "fashion-mnist:train");
   EXPECT_EQ(data->size(), 60000u);
@@ -82,10 +71,6 @@ TEST(FashionMnist, TrainSplitMatchesTheFiles) {
     maxValue = std::max(maxValue, v);
   }
   EXPECT_EQ(maxValue, 255.0f);
-#if defined(NDEBUG) && !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
-  // Measured at about 0.35 s of CPU; the requirement is "well under 1 s".
-  EXPECT_LT(cpuSeconds, 1.0);
-#endif
 }
 
 TEST(FashionMnist, TestSplitMatchesTheFiles) {
