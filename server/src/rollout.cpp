@@ -76,8 +76,8 @@ RolloutDecision RolloutController::decide(std::int64_t now) const {
   if (shadowSamples > 0) {
     const double a = agreement / static_cast<double>(shadowSamples);
     if (a < options_.minShadowAgreement) {
-      return {RolloutAction::Rollback, "shadow agreement " + fmt(a) + " < " +
-                                           fmt(options_.minShadowAgreement)};
+      return {RolloutAction::Rollback,
+              "shadow agreement " + fmt(a) + " < " + fmt(options_.minShadowAgreement)};
     }
   }
   if (canaryLabelled > 0 && stableLabelled > 0) {

@@ -34,8 +34,8 @@ Result<GateResult> ValidationGate::judge(const Model& candidate, const Model* st
   }
   r.modelBytes = modelToBytes(candidate).size();
   if (candidate.parameterCount() > options_.maxParameters) {
-    r.reason = "OverBudget: " + std::to_string(candidate.parameterCount()) +
-               " parameters > " + std::to_string(options_.maxParameters);
+    r.reason = "OverBudget: " + std::to_string(candidate.parameterCount()) + " parameters > " +
+               std::to_string(options_.maxParameters);
     return r;
   }
   if (r.modelBytes > options_.maxModelBytes) {

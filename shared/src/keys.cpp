@@ -53,7 +53,8 @@ Status writeNewFile(const std::filesystem::path& path, const char* data, std::si
     }
     done += static_cast<std::size_t>(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) return makeError(Code::IoError, errnoText(path, "cannot sync"));
+  if (::fsync(fd) != 0 || ::close(fd) != 0)
+    return makeError(Code::IoError, errnoText(path, "cannot sync"));
   return {};
 }
 
@@ -114,8 +115,8 @@ Result<KeyPair> KeyPair::load(const std::filesystem::path& keyFile) {
     ::close(fd);
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    return makeError(Code::BadKeyFile, keyFile.string() + ": permissions " + mode +
-                                           " are too open; expected 0600");
+    return makeError(Code::BadKeyFile,
+                     keyFile.string() + ": permissions " + mode + " are too open; expected 0600");
   }
   // Read into guarded memory so the secret's hex never sits in the heap.
   initSodium();

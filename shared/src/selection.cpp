@@ -11,7 +11,8 @@ double membershipScore(std::string_view domain, std::uint64_t salt, std::uint64_
   crypto_generichash_state st;
   crypto_generichash_init(&st, nullptr, 0, 32);
   const std::uint8_t sep = 0;
-  crypto_generichash_update(&st, reinterpret_cast<const std::uint8_t*>(domain.data()), domain.size());
+  crypto_generichash_update(&st, reinterpret_cast<const std::uint8_t*>(domain.data()),
+                            domain.size());
   crypto_generichash_update(&st, &sep, 1);
   std::uint8_t le[16];
   for (int i = 0; i < 8; ++i) {

@@ -4,19 +4,20 @@ namespace edgefl {
 
 Status validateName(std::string_view what, std::string_view name) {
   if (name.empty() || name.size() > kMaxNameLength) {
-    return makeError(Code::InvalidArgument, std::string(what) + " '" + std::string(name) +
-                                                "' must be 1-64 characters");
+    return makeError(Code::InvalidArgument,
+                     std::string(what) + " '" + std::string(name) + "' must be 1-64 characters");
   }
   if (name.front() == '.' || name.front() == '-') {
-    return makeError(Code::InvalidArgument,
-                     std::string(what) + " '" + std::string(name) + "' must not start with '.' or '-'");
+    return makeError(Code::InvalidArgument, std::string(what) + " '" + std::string(name) +
+                                                "' must not start with '.' or '-'");
   }
   for (char c : name) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                     c == '_' || c == '-' || c == '.';
     if (!ok) {
-      return makeError(Code::InvalidArgument, std::string(what) + " '" + std::string(name) +
-                                                  "' may only use letters, digits, '_', '-' and '.'");
+      return makeError(Code::InvalidArgument,
+                       std::string(what) + " '" + std::string(name) +
+                           "' may only use letters, digits, '_', '-' and '.'");
     }
   }
   return {};
@@ -26,7 +27,9 @@ std::string deployTopic(std::string_view fleet, std::string_view channel) {
   return "edgefl/" + std::string(fleet) + "/deploy/" + std::string(channel);
 }
 
-std::string roundTopic(std::string_view fleet) { return "edgefl/" + std::string(fleet) + "/round"; }
+std::string roundTopic(std::string_view fleet) {
+  return "edgefl/" + std::string(fleet) + "/round";
+}
 
 std::string deviceTopic(std::string_view fleet, std::string_view deviceId, std::string_view leaf) {
   return "edgefl/" + std::string(fleet) + "/device/" + std::string(deviceId) + "/" +

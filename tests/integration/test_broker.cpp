@@ -21,7 +21,9 @@ using namespace std::chrono_literals;
 constexpr int kNotAuthorized = 0x87;
 
 // MQTT 5 reason codes below 0x80 are successes (0x10: no subscribers yet).
-bool accepted(int reasonCode) { return reasonCode >= 0 && reasonCode < 0x80; }
+bool accepted(int reasonCode) {
+  return reasonCode >= 0 && reasonCode < 0x80;
+}
 
 class BrokerTest : public ::testing::Test {
  protected:
@@ -63,7 +65,8 @@ TEST_F(BrokerTest, SignedRoundTaskReachesDeviceAndVerifiesAgainstRootOnly) {
   auto delegation = readFileBytes(dir / "keys/coordinator.delegation", 1 << 16);
   ASSERT_TRUE(coordinatorKey.ok() && delegation.ok());
   auto c = coordinator();
-  Bytes task = seal(Kind::ROUND_TASK, test::sampleRoundTask("demo", 11), *coordinatorKey, *delegation);
+  Bytes task =
+      seal(Kind::ROUND_TASK, test::sampleRoundTask("demo", 11), *coordinatorKey, *delegation);
   ASSERT_TRUE(accepted(c->publish(roundTopic("demo"), task, 1, /*retain=*/true)));
 
   int connack = -1;

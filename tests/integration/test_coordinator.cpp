@@ -43,7 +43,8 @@ std::vector<std::uint32_t> slice(std::uint32_t begin, std::uint32_t count) {
 class RunningCoordinator {
  public:
   explicit RunningCoordinator(test::TestFleet& fleet) {
-    auto c = Coordinator::open(fleet.config(), std::getenv("EDGEFL_TEST_LOG") ? stderrSink(LogLevel::Debug) : nullSink());
+    auto c = Coordinator::open(
+        fleet.config(), std::getenv("EDGEFL_TEST_LOG") ? stderrSink(LogLevel::Debug) : nullSink());
     if (!c.ok()) throw std::runtime_error(c.error().toString());
     coordinator_ = std::move(c.value());
     Status st = coordinator_->start();
@@ -65,7 +66,9 @@ class RunningCoordinator {
 };
 
 // A QoS 1 publish the broker took (MQTT 5 reason codes below 0x80).
-bool sent(int reasonCode) { return reasonCode >= 0 && reasonCode < 0x80; }
+bool sent(int reasonCode) {
+  return reasonCode >= 0 && reasonCode < 0x80;
+}
 
 template <typename F>
 bool eventually(F&& condition, std::chrono::milliseconds timeout = 20s) {
@@ -77,7 +80,8 @@ bool eventually(F&& condition, std::chrono::milliseconds timeout = 20s) {
   return condition();
 }
 
-std::string rejectionReason(const server::Registry& reg, std::uint64_t round, const std::string& id) {
+std::string rejectionReason(const server::Registry& reg, std::uint64_t round,
+                            const std::string& id) {
   for (const auto& u : reg.updates(round)) {
     if (u.deviceId == id && !u.accepted) return u.reason;
   }
@@ -158,16 +162,17 @@ TEST(Coordinator, OperatorPromotesByHandAndLateEnrollmentsAreSeen) {
   ASSERT_TRUE(sent(a.sendTelemetry(true, 2, 100, 0.9f)));
   std::this_thread::sleep_for(1500ms);
   EXPECT_EQ(coordinator->stableVersion(), 1u) << "auto_promote is off";
-  ASSERT_EQ(test::runCli("rollout promote --fleet " + fleet.dir().string() + " --reason checked", &out),
-            0)
+  ASSERT_EQ(
+      test::runCli("rollout promote --fleet " + fleet.dir().string() + " --reason checked", &out),
+      0)
       << out;
   EXPECT_NE(out.find("ok: promote done"), std::string::npos) << out;
   EXPECT_EQ(coordinator->stableVersion(), 2u);
   // Nothing left to promote: the command fails with its reason.
   EXPECT_EQ(test::runCli("rollout promote --fleet " + fleet.dir().string(), &out), 1);
   EXPECT_NE(out.find("no canary"), std::string::npos) << out;
-  ASSERT_EQ(test::runCli("registry events --db " + (fleet.dir() / "registry.db").string() + " --json",
-                         &out),
+  ASSERT_EQ(test::runCli(
+                "registry events --db " + (fleet.dir() / "registry.db").string() + " --json", &out),
             0);
   EXPECT_NE(out.find("\"kind\":\"command\""), std::string::npos);
 }
@@ -177,8 +182,8 @@ TEST(Coordinator, RejectsEveryBadUpdateWithItsReason) {
   fleet.config().rounds.maxUpdates = 2;
   fleet.config().ingest.maxUpdateNorm = 50;
   RunningCoordinator coordinator(fleet);
-  test::TestDevice honestA(fleet, "honest-a"), honestB(fleet, "honest-b"), attacker(fleet, "mallory"),
-      victim(fleet, "victim"), revoked(fleet, "revoked");
+  test::TestDevice honestA(fleet, "honest-a"), honestB(fleet, "honest-b"),
+      attacker(fleet, "mallory"), victim(fleet, "victim"), revoked(fleet, "revoked");
   // Revoked at the coordinator while the broker still lets the device in
   // (`edgefl device revoke` also removes the broker user; the coordinator
   // must not depend on that having happened).
@@ -204,7 +209,8 @@ TEST(Coordinator, RejectsEveryBadUpdateWithItsReason) {
   // Garbage and truncation.
   expectRejected(Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, "NotCapnp");
   Bytes good = attacker.buildUpdate(trainData(), slice(0, 200));
-  expectRejected(Bytes(good.begin(), good.begin() + static_cast<long>(good.size() / 2)), "Truncated");
+  expectRejected(Bytes(good.begin(), good.begin() + static_cast<long>(good.size() / 2)),
+                 "Truncated");
   // Forged: the signature bytes are not the device's.
   {
     Bytes signedBytes =
@@ -221,32 +227,36 @@ TEST(Coordinator, RejectsEveryBadUpdateWithItsReason) {
   }
   // A key nobody enrolled.
   KeyPair stranger = KeyPair::generate();
-  expectRejected(seal(Kind::UPDATE, attacker.updatePayload(*round, attacker.baseDigest(), zero, sizes, 10),
-                      stranger),
-                 "UnknownKey");
+  expectRejected(
+      seal(Kind::UPDATE, attacker.updatePayload(*round, attacker.baseDigest(), zero, sizes, 10),
+           stranger),
+      "UnknownKey");
   // Impersonation: a valid signature by mallory, claiming to be the victim.
-  expectRejected(attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), zero, sizes, 10,
-                                                      "victim")),
+  expectRejected(attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), zero, sizes,
+                                                      10, "victim")),
                  "Impersonation");
   // Not the open round, a wrong base, non-finite, mis-shaped, norm bomb.
-  expectRejected(attacker.sign(attacker.updatePayload(*round + 5, attacker.baseDigest(), zero, sizes, 10)),
-                 "RoundClosed");
+  expectRejected(
+      attacker.sign(attacker.updatePayload(*round + 5, attacker.baseDigest(), zero, sizes, 10)),
+      "RoundClosed");
   Digest wrongBase = attacker.baseDigest();
   wrongBase[0] ^= 1;
   expectRejected(attacker.sign(attacker.updatePayload(*round, wrongBase, zero, sizes, 10)),
                  "BaseMismatch");
   std::vector<float> nan = zero;
   nan[3] = std::nanf("");
-  expectRejected(attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), nan, sizes, 10)),
-                 "NonFinite");
+  expectRejected(
+      attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), nan, sizes, 10)),
+      "NonFinite");
   std::vector<std::uint32_t> shortSizes(sizes.begin(), sizes.end() - 1);
   std::vector<float> shortDelta(zero.begin(), zero.end() - sizes.back());
-  expectRejected(
-      attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), shortDelta, shortSizes, 10)),
-      "ShapeMismatch");
+  expectRejected(attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), shortDelta,
+                                                      shortSizes, 10)),
+                 "ShapeMismatch");
   std::vector<float> bomb(base.parameterCount(), 10.0f);
-  expectRejected(attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), bomb, sizes, 10)),
-                 "NormTooLarge");
+  expectRejected(
+      attacker.sign(attacker.updatePayload(*round, attacker.baseDigest(), bomb, sizes, 10)),
+      "NormTooLarge");
   // A revoked device's update.
   ASSERT_EQ(revoked.send(revoked.buildUpdate(trainData(), slice(0, 100))), 0);
   auto revokedAck = revoked.waitAck();
@@ -279,9 +289,9 @@ TEST(Coordinator, RejectsEveryBadUpdateWithItsReason) {
   EXPECT_EQ(reg->acceptedCount(*round), 2u);
   auto r = reg->round(*round);
   ASSERT_TRUE(r.ok());
-  for (const char* reason : {"NotCapnp", "Truncated", "BadSignature", "UnknownKey", "Impersonation", "RoundClosed",
-                             "BaseMismatch", "NonFinite", "ShapeMismatch", "NormTooLarge",
-                             "Revoked", "Duplicate"}) {
+  for (const char* reason :
+       {"NotCapnp", "Truncated", "BadSignature", "UnknownKey", "Impersonation", "RoundClosed",
+        "BaseMismatch", "NonFinite", "ShapeMismatch", "NormTooLarge", "Revoked", "Duplicate"}) {
     EXPECT_GE(r->verdicts[reason], 1u) << reason;
   }
   EXPECT_EQ(r->verdicts["accepted"], 2u);

@@ -55,7 +55,8 @@ TEST(CoordinatorCrash, KilledMidRoundResumesWithEveryUpdateCountedOnce) {
   // The operator starts the round through the CLI; the coordinator picks the
   // request up from the registry.
   std::string out;
-  ASSERT_EQ(test::runCli("round start --fleet " + fleet.dir().string() + " --wait 20", &out), 0) << out;
+  ASSERT_EQ(test::runCli("round start --fleet " + fleet.dir().string() + " --wait 20", &out), 0)
+      << out;
   ASSERT_NE(out.find("round 1 opened"), std::string::npos) << out;
 
   std::vector<Bytes> updates;
@@ -91,7 +92,8 @@ TEST(CoordinatorCrash, KilledMidRoundResumesWithEveryUpdateCountedOnce) {
   ASSERT_TRUE(eventually([&] {
     auto r = reg->round(1);
     return r.ok() && r->state == server::RoundState::Closed;
-  })) << "coordinator log in " << (fleet.dir() / "coordinator.log");
+  })) << "coordinator log in "
+      << (fleet.dir() / "coordinator.log");
   EXPECT_EQ(reg->integrityCheck(), "ok");
   EXPECT_EQ(reg->acceptedCount(1), static_cast<std::uint64_t>(kDevices));
   std::set<std::string> accepted;

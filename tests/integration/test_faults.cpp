@@ -331,8 +331,8 @@ TEST(Faults, SustainedLoadEveryUpdateIsAccountedFor) {
                  std::chrono::duration<double>(std::chrono::steady_clock::now() - due).count());
     const std::size_t device = n % kDevices, variant = (n / kDevices) % kVariants;
     if (devices[device]->mqtt().publishNoWait(
-            deviceTopic(fleet.name(), devices[device]->id(), "update"),
-            updates[device][variant]) >= 0) {
+            deviceTopic(fleet.name(), devices[device]->id(), "update"), updates[device][variant]) >=
+        0) {
       ++published;
     } else {
       ++notQueued;

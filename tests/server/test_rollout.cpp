@@ -57,10 +57,10 @@ TEST(Rollout, RollsBackOnWorseAccuracyAndHealthFailures) {
 TEST(Rollout, IgnoresOtherVersionsThinLabelsAndKeepsTheLatestReport) {
   RolloutController c(options());
   c.begin(5, 4, 1000);
-  c.observe(report("old", true, 3, 0.1));       // another version
-  c.observe(report("thin", true, 5, 0.0, 3));   // too few labels to count
+  c.observe(report("old", true, 3, 0.1));      // another version
+  c.observe(report("thin", true, 5, 0.0, 3));  // too few labels to count
   c.observe(report("a", true, 5, 0.5));
-  c.observe(report("a", true, 5, 0.9));         // the latest counts
+  c.observe(report("a", true, 5, 0.9));  // the latest counts
   c.observe(report("s", false, 4, 0.85));
   EXPECT_EQ(c.canaryReports(), 2u);
   EXPECT_EQ(c.decide(1100).action, RolloutAction::Promote);

@@ -81,9 +81,9 @@ TEST_F(EnvelopeTest, FramingErrors) {
   EXPECT_EQ(decodeVerified<wire::Update>(Bytes(good.begin(), good.begin() + 5), serverRing, options)
                 .code(),
             Code::Truncated);
-  EXPECT_EQ(decodeVerified<wire::Update>(Bytes(good.begin(), good.end() - 8), serverRing, options)
-                .code(),
-            Code::Truncated);
+  EXPECT_EQ(
+      decodeVerified<wire::Update>(Bytes(good.begin(), good.end() - 8), serverRing, options).code(),
+      Code::Truncated);
   Bytes trailing = good;
   trailing.insert(trailing.end(), 8, 0);
   EXPECT_EQ(decodeVerified<wire::Update>(trailing, serverRing, options).code(), Code::NotCapnp);
@@ -114,7 +114,8 @@ TEST_F(EnvelopeTest, RandomBytesNeverCrashAndNeverVerify) {
   for (int i = 0; i < 3000; ++i) {
     Bytes b = good;
     const int flips = 1 + static_cast<int>(rng() % 8);
-    for (int f = 0; f < flips; ++f) b[rng() % b.size()] ^= static_cast<std::uint8_t>(1 + rng() % 255);
+    for (int f = 0; f < flips; ++f)
+      b[rng() % b.size()] ^= static_cast<std::uint8_t>(1 + rng() % 255);
     auto r = decodeVerified<wire::Update>(b, serverRing, options);
     if (r.ok()) {
       // Only flips in bytes the signature does not cover may still verify:
@@ -173,20 +174,21 @@ TEST_F(EnvelopeTest, WrongKindUnknownKeyBadSignature) {
 
   // A device key signing a deployment: role check before anything else.
   Bytes dep = seal(Kind::DEPLOYMENT, test::sampleDeployment("demo", 1), device);
-  EXPECT_EQ(decodeVerified<wire::Deployment>(dep, serverRing, options).code(), Code::RoleNotAllowed);
+  EXPECT_EQ(decodeVerified<wire::Deployment>(dep, serverRing, options).code(),
+            Code::RoleNotAllowed);
 }
 
 TEST_F(EnvelopeTest, PayloadThatIsNotCapnp) {
   // Signed correctly, but the payload is not a Cap'n Proto message.
   Bytes junk = {1, 2, 3, 4, 5, 6, 7, 8, 9};
-  EXPECT_EQ(decodeVerified<wire::Update>(seal(Kind::UPDATE, junk, device), serverRing, options)
-                .code(),
-            Code::NotCapnp);
+  EXPECT_EQ(
+      decodeVerified<wire::Update>(seal(Kind::UPDATE, junk, device), serverRing, options).code(),
+      Code::NotCapnp);
   Bytes cut = test::sampleUpdate("demo", "dev-1", 5);
   cut.resize(cut.size() - 16);
-  EXPECT_EQ(decodeVerified<wire::Update>(seal(Kind::UPDATE, cut, device), serverRing, options)
-                .code(),
-            Code::Truncated);
+  EXPECT_EQ(
+      decodeVerified<wire::Update>(seal(Kind::UPDATE, cut, device), serverRing, options).code(),
+      Code::Truncated);
 }
 
 TEST_F(EnvelopeTest, NestingAndTraversalLimits) {
@@ -211,7 +213,8 @@ TEST_F(EnvelopeTest, UnalignedInputIsHandled) {
   Bytes u = update();
   std::vector<std::uint8_t> shifted(u.size() + 1);
   std::copy(u.begin(), u.end(), shifted.begin() + 1);
-  auto r = decodeVerified<wire::Update>(ByteView(shifted.data() + 1, u.size()), serverRing, options);
+  auto r =
+      decodeVerified<wire::Update>(ByteView(shifted.data() + 1, u.size()), serverRing, options);
   EXPECT_TRUE(r.ok()) << r.error().toString();
 }
 
@@ -230,8 +233,9 @@ TEST_F(EnvelopeTest, DelegationChainRejects) {
   auto verify = [&](const Bytes& delegation, const KeyPair& signer, Kind kind = Kind::ROUND_TASK) {
     Bytes payload = kind == Kind::ROUND_TASK ? task : test::sampleDeployment("demo", 3);
     Bytes env = seal(kind, payload, signer, delegation);
-    return kind == Kind::ROUND_TASK ? decodeVerified<wire::RoundTask>(env, deviceRing, options).code()
-                                    : decodeVerified<wire::Deployment>(env, deviceRing, options).code();
+    return kind == Kind::ROUND_TASK
+               ? decodeVerified<wire::RoundTask>(env, deviceRing, options).code()
+               : decodeVerified<wire::Deployment>(env, deviceRing, options).code();
   };
   // No delegation at all: the device does not know the coordinator key.
   EXPECT_EQ(verify({}, coordinator), Code::UnknownKey);
@@ -245,10 +249,10 @@ TEST_F(EnvelopeTest, DelegationChainRejects) {
                    coordinator),
             Code::WrongFleet);
   // Signed by a key that is not the root (self-issued).
-  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR, kNow - 100, kNow + 100, "demo",
-                            &coordinator),
-                   coordinator),
-            Code::DelegationInvalid);
+  EXPECT_EQ(
+      verify(delegate(coordinator, Role::COORDINATOR, kNow - 100, kNow + 100, "demo", &coordinator),
+             coordinator),
+      Code::DelegationInvalid);
   // A delegation for one key used by another.
   KeyPair attacker = fixedKey(9);
   EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR), attacker), Code::KeyIdMismatch);

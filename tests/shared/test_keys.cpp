@@ -61,9 +61,9 @@ TEST(Keys, LoadRejectsMalformedFiles) {
   };
   EXPECT_EQ(KeyPair::load(write("a.key", "nonsense\n")).code(), Code::BadKeyFile);
   EXPECT_EQ(KeyPair::load(write("b.key", "edgefl-ed25519-secret abcd\n")).code(), Code::BadKeyFile);
-  EXPECT_EQ(KeyPair::load(write("c.key", "edgefl-ed25519-secret " + std::string(128, 'z') + "\n"))
-                .code(),
-            Code::BadKeyFile);
+  EXPECT_EQ(
+      KeyPair::load(write("c.key", "edgefl-ed25519-secret " + std::string(128, 'z') + "\n")).code(),
+      Code::BadKeyFile);
   // A secret whose embedded public half was tampered with.
   KeyPair kp = KeyPair::fromSeed(std::span<const std::uint8_t, 32>(test::fixedSeed(1).data(), 32));
   ASSERT_TRUE(kp.save(dir.path() / "d").ok());
@@ -81,7 +81,8 @@ TEST(Keys, KeyIdIsPrefixOfBlake2bOfPublicKey) {
   const Digest d = blake2b256(kp.publicKey());
   const KeyId id = kp.keyId();
   EXPECT_TRUE(std::equal(id.begin(), id.end(), d.begin()));
-  KeyPair other = KeyPair::fromSeed(std::span<const std::uint8_t, 32>(test::fixedSeed(2).data(), 32));
+  KeyPair other =
+      KeyPair::fromSeed(std::span<const std::uint8_t, 32>(test::fixedSeed(2).data(), 32));
   EXPECT_NE(kp.keyId(), other.keyId());
 }
 

@@ -18,7 +18,8 @@ std::vector<std::uint8_t> readGolden(const std::string& name) {
 
 void writeGolden(const std::string& name, const std::vector<std::uint8_t>& bytes) {
   std::ofstream out(std::string(EDGEFL_GOLDEN_DIR) + "/" + name, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 std::vector<std::uint8_t> fixedSeed(std::uint8_t base) {

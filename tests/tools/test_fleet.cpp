@@ -28,12 +28,13 @@ TEST(FleetInit, CreatesAReadyFleetDirectory) {
   test::TempDir tmp;
   const fs::path dir = tmp.path() / "fleet";
   std::string out;
-  ASSERT_EQ(test::runCli("fleet init " + dir.string() + " --name demo --broker-port 18999", &out), 0)
+  ASSERT_EQ(test::runCli("fleet init " + dir.string() + " --name demo --broker-port 18999", &out),
+            0)
       << out;
-  for (const char* f : {"coordinator.toml", "keys/root.key", "keys/root.pub", "keys/coordinator.key",
-                        "keys/coordinator.pub", "keys/coordinator.delegation",
-                        "keys/coordinator.mqtt-password", "keys/observer.mqtt-password",
-                        "broker/mosquitto.conf", "broker/passwd", "broker/acl"}) {
+  for (const char* f :
+       {"coordinator.toml", "keys/root.key", "keys/root.pub", "keys/coordinator.key",
+        "keys/coordinator.pub", "keys/coordinator.delegation", "keys/coordinator.mqtt-password",
+        "keys/observer.mqtt-password", "broker/mosquitto.conf", "broker/passwd", "broker/acl"}) {
     EXPECT_TRUE(fs::exists(dir / f)) << f;
   }
   EXPECT_TRUE(fs::is_directory(dir / "devices"));
@@ -81,7 +82,8 @@ TEST(FleetInit, RefusesNonEmptyDirectoryAndBadNames) {
   EXPECT_TRUE(fs::exists(tmp.path() / "precious"));
   EXPECT_NE(test::runCli("fleet init " + (tmp.path() / "f").string() + " --name 'a/b'", &out), 0);
   EXPECT_NE(out.find("fleet name"), std::string::npos) << out;
-  EXPECT_NE(test::runCli("fleet init " + (tmp.path() / "g").string() + " --broker-port 0", &out), 0);
+  EXPECT_NE(test::runCli("fleet init " + (tmp.path() / "g").string() + " --broker-port 0", &out),
+            0);
 }
 
 TEST(Device, EnrollIsIdempotentAndRevokeRemovesAccess) {
@@ -89,7 +91,8 @@ TEST(Device, EnrollIsIdempotentAndRevokeRemovesAccess) {
   const fs::path dir = tmp.path() / "fleet";
   ASSERT_EQ(test::runCli("fleet init " + dir.string() + " --name demo"), 0);
   std::string out;
-  ASSERT_EQ(test::runCli("keygen --out " + (tmp.path() / "d1").string() + " --json", &out), 0) << out;
+  ASSERT_EQ(test::runCli("keygen --out " + (tmp.path() / "d1").string() + " --json", &out), 0)
+      << out;
   EXPECT_NE(out.find("\"keyId\""), std::string::npos);
   const std::string enroll = "device enroll --fleet " + dir.string() + " --id dev-1 --pubkey " +
                              (tmp.path() / "d1.pub").string();
@@ -131,8 +134,8 @@ TEST(Inspect, DecodesAndVerifiesSignedMessages) {
   ASSERT_TRUE(coordinator.ok() && delegation.ok());
   Bytes task = seal(Kind::ROUND_TASK, test::sampleRoundTask("demo", 4), *coordinator, *delegation);
   const fs::path file = tmp.path() / "task.bin";
-  std::ofstream(file, std::ios::binary).write(reinterpret_cast<const char*>(task.data()),
-                                               static_cast<std::streamsize>(task.size()));
+  std::ofstream(file, std::ios::binary)
+      .write(reinterpret_cast<const char*>(task.data()), static_cast<std::streamsize>(task.size()));
   std::string out;
   ASSERT_EQ(test::runCli("inspect " + file.string() + " --json --fleet " + dir.string(), &out), 0)
       << out;
@@ -148,7 +151,8 @@ TEST(Inspect, DecodesAndVerifiesSignedMessages) {
   // Verification against another fleet's root fails with exit 3 and a reason.
   const fs::path other = tmp.path() / "other";
   ASSERT_EQ(test::runCli("fleet init " + other.string() + " --name demo"), 0);
-  EXPECT_EQ(test::runCli("inspect " + file.string() + " --json --fleet " + other.string(), &out), 3);
+  EXPECT_EQ(test::runCli("inspect " + file.string() + " --json --fleet " + other.string(), &out),
+            3);
   EXPECT_NE(out.find("DelegationInvalid"), std::string::npos) << out;
 
   // Garbage is refused with its reason.

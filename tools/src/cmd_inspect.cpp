@@ -41,9 +41,10 @@ Result<Keyring> loadKeyring(const std::string& fleetDir, const std::vector<std::
 }  // namespace
 
 void addInspectCommand(CLI::App& app, int& exitCode) {
-  auto* inspect = app.add_subcommand(
-      "inspect", "Decode a signed message or model file; verify it when keys are given "
-                 "(exit 3 when verification fails)");
+  auto* inspect =
+      app.add_subcommand("inspect",
+                         "Decode a signed message or model file; verify it when keys are given "
+                         "(exit 3 when verification fails)");
   struct Args {
     std::string file, fleet, fleetName;
     std::vector<std::string> keys;

@@ -4,7 +4,8 @@
 namespace edgefl::tools {
 
 void addKeyCommands(CLI::App& app, int& exitCode) {
-  auto* keygen = app.add_subcommand("keygen", "Create an Ed25519 key pair (PREFIX.pub, PREFIX.key)");
+  auto* keygen =
+      app.add_subcommand("keygen", "Create an Ed25519 key pair (PREFIX.pub, PREFIX.key)");
   auto prefix = std::make_shared<std::string>();
   auto json = std::make_shared<bool>(false);
   keygen->add_option("--out", *prefix, "Path prefix of the key files")->required();

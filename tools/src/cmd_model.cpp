@@ -101,8 +101,9 @@ void addModelCommands(CLI::App& app, int& exitCode) {
   auto* train = model->add_subcommand("train", "Centralized training (the baseline)");
   train->add_option("--arch", ta->arch, "Architecture spec (ignored with --init)");
   train->add_option("--init", ta->init, "Start from this model file instead of --arch");
-  train->add_option("--dataset", ta->dataset,
-                    "fashion-mnist (train split, test split for evaluation) or csv:PATH")
+  train
+      ->add_option("--dataset", ta->dataset,
+                   "fashion-mnist (train split, test split for evaluation) or csv:PATH")
       ->capture_default_str();
   train->add_option("--test", ta->test, "Evaluation data (default: the dataset's test split)");
   train->add_option("--epochs", ta->epochs)->capture_default_str()->check(CLI::Range(1, 10000));
@@ -131,12 +132,12 @@ void addModelCommands(CLI::App& app, int& exitCode) {
       exitCode = reportError(testData.error());
       return;
     }
-    Result<Model> m = !ta->init.empty()
-                          ? loadModel(ta->init)
-                          : (ta->arch.empty()
-                                 ? Result<Model>(makeError(Code::InvalidArgument,
-                                                           "--arch or --init is required"))
-                                 : createModelFor(ta->arch, ta->dataset, ta->seed, &*trainData));
+    Result<Model> m =
+        !ta->init.empty()
+            ? loadModel(ta->init)
+            : (ta->arch.empty()
+                   ? Result<Model>(makeError(Code::InvalidArgument, "--arch or --init is required"))
+                   : createModelFor(ta->arch, ta->dataset, ta->seed, &*trainData));
     if (!m.ok()) {
       exitCode = reportError(m.error());
       return;
@@ -173,7 +174,8 @@ void addModelCommands(CLI::App& app, int& exitCode) {
         exitCode = reportError(report.error());
         return;
       }
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - te).count();
+      const double secs =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - te).count();
       trainSeconds += secs;
       samples += report->samples;
       auto metrics = evaluate(*m, *testData);
@@ -182,7 +184,8 @@ void addModelCommands(CLI::App& app, int& exitCode) {
         return;
       }
       const float loss = report->epochLoss.empty() ? 0.0f : report->epochLoss.back();
-      std::fprintf(stderr, "epoch %u/%u: train loss %.4f, %s accuracy %.4f (%.1f s, %.0f samples/s)\n",
+      std::fprintf(stderr,
+                   "epoch %u/%u: train loss %.4f, %s accuracy %.4f (%.1f s, %.0f samples/s)\n",
                    e + 1, ta->epochs, loss, testSpec.c_str(), metrics->accuracy, secs,
                    static_cast<double>(report->samples) / secs);
       Node::Object ep;
@@ -203,17 +206,17 @@ void addModelCommands(CLI::App& app, int& exitCode) {
       exitCode = reportError(st.error());
       return;
     }
-    const double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (ta->json) {
-      Node::Object o2{
-          {"model", Node(ta->out)},
-          {"arch", Node(m->arch())},
-          {"parameters", Node(static_cast<std::uint64_t>(m->parameterCount()))},
-          {"trainSeconds", Node(trainSeconds)},
-          {"wallSeconds", Node(wall)},
-          {"trainSamplesPerSecond", Node(static_cast<double>(samples) / trainSeconds)},
-          {"epochs", Node(std::move(epochs))},
-          {"test", metricsNode(*metrics, m->classNames())}};
+      Node::Object o2{{"model", Node(ta->out)},
+                      {"arch", Node(m->arch())},
+                      {"parameters", Node(static_cast<std::uint64_t>(m->parameterCount()))},
+                      {"trainSeconds", Node(trainSeconds)},
+                      {"wallSeconds", Node(wall)},
+                      {"trainSamplesPerSecond", Node(static_cast<double>(samples) / trainSeconds)},
+                      {"epochs", Node(std::move(epochs))},
+                      {"test", metricsNode(*metrics, m->classNames())}};
       std::printf("%s\n", toJson(Node(std::move(o2))).c_str());
     } else {
       std::printf("trained %s (%zu parameters) in %.1f s (%.0f samples/s); wrote %s\n",

@@ -165,8 +165,8 @@ int submit(const std::string& fleetDir, const std::string& kind, const std::stri
   if (!reg.ok()) return reportError(reg.error());
   auto id = reg->submitCommand(kind, args);
   if (!id.ok()) return reportError(id.error());
-  const auto deadline =
-      std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int>(waitSeconds * 1000));
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(static_cast<int>(waitSeconds * 1000));
   while (std::chrono::steady_clock::now() < deadline) {
     auto c = reg->command(*id);
     if (c && c->doneAt != 0) {
@@ -225,7 +225,8 @@ void addRegistryCommands(CLI::App& app, int& exitCode) {
     if (!reg) return;
     Node::Array rows;
     for (const auto& r : reg->rounds()) rows.push_back(roundNode(r));
-    printRows(rows, a->json, {"round", "trigger", "state", "baseVersion", "resultVersion", "outcome"});
+    printRows(rows, a->json,
+              {"round", "trigger", "state", "baseVersion", "resultVersion", "outcome"});
   });
   auto* updates = registry->add_subcommand("updates", "Updates with their verdicts and reasons");
   addCommon(updates);
@@ -279,7 +280,8 @@ void addRegistryCommands(CLI::App& app, int& exitCode) {
     auto* sub = rollout->add_subcommand(kind, std::string("Ask the coordinator to ") + kind);
     sub->add_option("--fleet", r->fleet, "Fleet directory")->required();
     sub->add_option("--reason", r->reason, "Recorded in the audit log");
-    sub->add_option("--wait", r->wait, "Seconds to wait for the coordinator")->capture_default_str();
+    sub->add_option("--wait", r->wait, "Seconds to wait for the coordinator")
+        ->capture_default_str();
     std::string k = kind;
     sub->callback([r, k, &exitCode] { exitCode = submit(r->fleet, k, r->reason, r->wait); });
   }
@@ -288,8 +290,10 @@ void addRegistryCommands(CLI::App& app, int& exitCode) {
   auto rs = std::make_shared<Request>();
   auto* start = round->add_subcommand("start", "Ask the coordinator to open a round now");
   start->add_option("--fleet", rs->fleet, "Fleet directory")->required();
-  start->add_option("--wait", rs->wait, "Seconds to wait for the coordinator")->capture_default_str();
-  start->callback([rs, &exitCode] { exitCode = submit(rs->fleet, "round-start", "manual", rs->wait); });
+  start->add_option("--wait", rs->wait, "Seconds to wait for the coordinator")
+      ->capture_default_str();
+  start->callback(
+      [rs, &exitCode] { exitCode = submit(rs->fleet, "round-start", "manual", rs->wait); });
 }
 
 }  // namespace edgefl::tools

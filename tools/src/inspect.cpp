@@ -29,14 +29,17 @@ Node structNode(capnp::DynamicStruct::Reader s) {
   auto addField = [&](capnp::StructSchema::Field f) {
     auto type = f.getType();
     if (type.isStruct() && f.getProto().isGroup()) {
-      o.emplace_back(f.getProto().getName().cStr(), structNode(s.get(f).as<capnp::DynamicStruct>()));
+      o.emplace_back(f.getProto().getName().cStr(),
+                     structNode(s.get(f).as<capnp::DynamicStruct>()));
       return;
     }
     if ((type.isData() || type.isText() || type.isList() || type.isStruct()) && !s.has(f)) return;
     o.emplace_back(f.getProto().getName().cStr(), valueNode(s.get(f)));
   };
   for (auto f : s.getSchema().getNonUnionFields()) addField(f);
-  KJ_IF_MAYBE(active, s.which()) { addField(*active); }
+  KJ_IF_MAYBE (active, s.which()) {
+    addField(*active);
+  }
   return Node(std::move(o));
 }
 
@@ -56,7 +59,9 @@ Node valueNode(capnp::DynamicValue::Reader v) {
     }
     case capnp::DynamicValue::ENUM: {
       auto e = v.as<capnp::DynamicEnum>();
-      KJ_IF_MAYBE(en, e.getEnumerant()) { return Node(std::string(en->getProto().getName().cStr())); }
+      KJ_IF_MAYBE (en, e.getEnumerant()) {
+        return Node(std::string(en->getProto().getName().cStr()));
+      }
       return Node(static_cast<std::uint64_t>(e.getRaw()));
     }
     case capnp::DynamicValue::STRUCT: return structNode(v.as<capnp::DynamicStruct>());
@@ -69,8 +74,9 @@ Result<Node> decodePayload(ByteView bytes, const DecodeLimits& limits) {
   auto parsed = parseMessage<T>(bytes, limits);
   if (!parsed.ok()) return parsed.error();
   Node node;
-  Status walked = detail::guardedWalk(
-      [&] { node = structNode(capnp::toDynamic(parsed->root()).template as<capnp::DynamicStruct>()); });
+  Status walked = detail::guardedWalk([&] {
+    node = structNode(capnp::toDynamic(parsed->root()).template as<capnp::DynamicStruct>());
+  });
   if (!walked.ok()) return walked.error();
   return node;
 }
@@ -117,9 +123,10 @@ Node modelSummary(ByteView bytes, const DecodeLimits& limits) {
   o.emplace_back("layers", Node(std::move(layers)));
   if (m->meta().metrics.sampleCount > 0) {
     const auto& mt = m->meta().metrics;
-    o.emplace_back("metrics", Node(Node::Object{{"dataset", Node(mt.dataset)},
-                                               {"accuracy", Node(static_cast<double>(mt.accuracy))},
-                                               {"loss", Node(static_cast<double>(mt.loss))}}));
+    o.emplace_back("metrics",
+                   Node(Node::Object{{"dataset", Node(mt.dataset)},
+                                     {"accuracy", Node(static_cast<double>(mt.accuracy))},
+                                     {"loss", Node(static_cast<double>(mt.loss))}}));
   }
   if (!m->classNames().empty()) {
     Node::Array names;
@@ -209,7 +216,8 @@ void writeJson(std::ostringstream& out, const Node& node) {
 }
 
 bool isScalar(const Node& n) {
-  return !std::holds_alternative<Node::Object>(n.value) && !std::holds_alternative<Node::Array>(n.value);
+  return !std::holds_alternative<Node::Object>(n.value) &&
+         !std::holds_alternative<Node::Array>(n.value);
 }
 
 void writeText(std::ostringstream& out, const Node& node, int indent) {
@@ -334,8 +342,8 @@ Result<InspectResult> inspectBytes(ByteView bytes, const Keyring& keyring,
     }
   }
 
-  auto payload = decodeKind(env.getKind(), ByteView(env.getPayload().begin(), env.getPayload().size()),
-                            options.limits);
+  auto payload = decodeKind(
+      env.getKind(), ByteView(env.getPayload().begin(), env.getPayload().size()), options.limits);
   if (!payload.ok()) {
     top.emplace_back("payloadError", Node(payload.error().toString()));
   } else {
@@ -346,9 +354,11 @@ Result<InspectResult> inspectBytes(ByteView bytes, const Keyring& keyring,
       if (parsed.ok() && parsed->root().hasModel()) {
         auto m = parsed->root().getModel();
         auto model = decodeKind(Kind::MODEL, ByteView(m.begin(), m.size()), options.limits);
-        top.emplace_back("modelSummary", modelSummary(ByteView(m.begin(), m.size()), options.limits));
+        top.emplace_back("modelSummary",
+                         modelSummary(ByteView(m.begin(), m.size()), options.limits));
         if (Node* field = findField(*payload, "model"); field != nullptr) {
-          *field = model.ok() ? std::move(model.value()) : Node("undecodable: " + model.error().toString());
+          *field = model.ok() ? std::move(model.value())
+                              : Node("undecodable: " + model.error().toString());
         }
       }
     }

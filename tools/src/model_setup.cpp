@@ -29,10 +29,9 @@ Result<Model> createModelFor(const std::string& arch, const std::string& dataset
   if (!model.ok()) return model.error();
   if (train != nullptr) {
     if (train->featureCount != model->featureCount()) {
-      return makeError(Code::ShapeMismatch, arch + " takes " +
-                                                std::to_string(model->featureCount()) +
-                                                " features; " + train->name + " has " +
-                                                std::to_string(train->featureCount));
+      return makeError(Code::ShapeMismatch,
+                       arch + " takes " + std::to_string(model->featureCount()) + " features; " +
+                           train->name + " has " + std::to_string(train->featureCount));
     }
     if (!images) {
       EDGEFL_TRY(fitStandardization(*model, *train));

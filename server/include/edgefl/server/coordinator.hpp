@@ -24,10 +24,10 @@
 namespace edgefl::server {
 
 struct CoordinatorStats {
-  std::uint64_t received = 0;     // update messages taken from the broker
+  std::uint64_t received = 0;  // update messages taken from the broker
   std::uint64_t accepted = 0;
   std::uint64_t rejected = 0;
-  std::uint64_t overloaded = 0;   // refused because the ingest queue was full
+  std::uint64_t overloaded = 0;  // refused because the ingest queue was full
   std::uint64_t telemetry = 0;
   std::uint64_t telemetryDropped = 0;
   std::uint64_t roundsClosed = 0;

@@ -13,8 +13,8 @@ namespace edgefl::server {
 
 struct RolloutOptions {
   std::int64_t windowSeconds = 60;
-  std::uint64_t minReports = 3;         // canary reports needed to decide
-  double maxAccuracyDrop = 0.02;        // canary vs stable labelled accuracy
+  std::uint64_t minReports = 3;   // canary reports needed to decide
+  double maxAccuracyDrop = 0.02;  // canary vs stable labelled accuracy
   double minShadowAgreement = 0.9;
   std::uint64_t maxHealthFailures = 0;  // over all canary devices
   // A device's labelled accuracy counts only with this many labelled

@@ -27,7 +27,7 @@ enum class Code : std::uint16_t {
   BadSignature,    // signature does not verify
   RoleNotAllowed,  // the signer's role may not sign this kind
   DelegationInvalid,
-  Expired,         // outside a validity window
+  Expired,  // outside a validity window
   NotYetValid,
   WrongFleet,
   // Files and configuration
@@ -38,24 +38,24 @@ enum class Code : std::uint16_t {
   AlreadyExists,
   NotFound,
   // Models, data and updates
-  BadModel,        // a model message or file that cannot be prepared
-  BadArch,         // an architecture spec that cannot be parsed
-  BadDataset,      // a dataset file that cannot be read
-  ShapeMismatch,   // tensor or feature counts differ from what is expected
-  NonFinite,       // NaN or infinity where finite values are required
-  OutOfRange,      // a value outside its valid range
-  NormTooLarge,    // an update's L2 norm over the bound
-  Unsupported,     // a valid but unsupported option or encoding
+  BadModel,       // a model message or file that cannot be prepared
+  BadArch,        // an architecture spec that cannot be parsed
+  BadDataset,     // a dataset file that cannot be read
+  ShapeMismatch,  // tensor or feature counts differ from what is expected
+  NonFinite,      // NaN or infinity where finite values are required
+  OutOfRange,     // a value outside its valid range
+  NormTooLarge,   // an update's L2 norm over the bound
+  Unsupported,    // a valid but unsupported option or encoding
   // Federated rounds (verdicts on updates)
-  BadTopic,        // a message on a topic outside the fleet's scheme
-  Revoked,         // signed by a key that was revoked
-  Impersonation,   // the key, the topic and the message name different devices
-  RoundClosed,     // for a round that is not open (closed, unknown or future)
-  BaseMismatch,    // trained from a different base model than the round's
-  NotSelected,     // the device was not selected for the round
-  Duplicate,       // already received for this (round, device)
-  Overloaded,      // the ingest queue was full; the device should retry
-  RateLimited,     // the device sent more than its share
+  BadTopic,       // a message on a topic outside the fleet's scheme
+  Revoked,        // signed by a key that was revoked
+  Impersonation,  // the key, the topic and the message name different devices
+  RoundClosed,    // for a round that is not open (closed, unknown or future)
+  BaseMismatch,   // trained from a different base model than the round's
+  NotSelected,    // the device was not selected for the round
+  Duplicate,      // already received for this (round, device)
+  Overloaded,     // the ingest queue was full; the device should retry
+  RateLimited,    // the device sent more than its share
 };
 
 std::string_view codeName(Code code);

@@ -15,7 +15,7 @@ namespace edgefl {
 template <typename T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT
+  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}     // NOLINT
   Result(Error error) : state_(std::in_place_index<1>, std::move(error)) {  // NOLINT
     assert(std::get<1>(state_).code != Code::Ok);
   }
@@ -70,7 +70,9 @@ class [[nodiscard]] Result<void> {
 
 using Status = Result<void>;
 
-inline Error makeError(Code code, std::string detail) { return Error{code, std::move(detail)}; }
+inline Error makeError(Code code, std::string detail) {
+  return Error{code, std::move(detail)};
+}
 
 }  // namespace edgefl
 
@@ -78,9 +80,9 @@ inline Error makeError(Code code, std::string detail) { return Error{code, std::
 // its own variable name, so uses nested in lambdas do not shadow each other.
 #define EDGEFL_TRY_CONCAT_(a, b) a##b
 #define EDGEFL_TRY_CONCAT(a, b) EDGEFL_TRY_CONCAT_(a, b)
-#define EDGEFL_TRY_IMPL(expr, name)             \
-  do {                                          \
-    auto&& name = (expr);                       \
-    if (!name.ok()) return name.error();        \
+#define EDGEFL_TRY_IMPL(expr, name)      \
+  do {                                   \
+    auto&& name = (expr);                \
+    if (!name.ok()) return name.error(); \
   } while (false)
 #define EDGEFL_TRY(expr) EDGEFL_TRY_IMPL(expr, EDGEFL_TRY_CONCAT(edgefl_try_, __COUNTER__))

@@ -106,10 +106,9 @@ class Trainer {
   std::span<const float> gradients() const;
 
   // options.epochs passes over `data` (or the samples listed in `indices`),
-  // shuffled per epoch by (seed, epochs run so far by this trainer); at most maxSamples samples, chosen
-  // by seed once. Errors before any update: ShapeMismatch (featureCount,
-  // missing targets), OutOfRange (a label or index), InvalidArgument (no
-  // samples).
+  // shuffled per epoch by (seed, epochs run so far by this trainer); at most maxSamples samples,
+  // chosen by seed once. Errors before any update: ShapeMismatch (featureCount, missing targets),
+  // OutOfRange (a label or index), InvalidArgument (no samples).
   Result<TrainReport> train(const Dataset& data, std::span<const std::uint32_t> indices = {});
 
   // Learning rate of the following steps, for schedules (decay, warm-up).

@@ -23,9 +23,9 @@ struct Node {
 
   Node() = default;
   template <typename T>
-  Node(T v) : value(std::move(v)) {}  // NOLINT
-  Node(const char* s) : value(std::string(s)) {}  // NOLINT
-  Node(int v) : value(static_cast<std::int64_t>(v)) {}  // NOLINT
+  Node(T v) : value(std::move(v)) {}                          // NOLINT
+  Node(const char* s) : value(std::string(s)) {}              // NOLINT
+  Node(int v) : value(static_cast<std::int64_t>(v)) {}        // NOLINT
   Node(unsigned v) : value(static_cast<std::uint64_t>(v)) {}  // NOLINT
 };
 
