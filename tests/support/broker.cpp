@@ -20,6 +20,8 @@
 #include <sstream>
 #include <thread>
 
+#include "support/process.hpp"
+
 namespace edgefl::test {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -95,8 +97,10 @@ Broker::~Broker() {
 void Broker::start() {
   if (pid_ > 0) return;
   const fs::path conf = fleetDir_ / "broker" / "mosquitto.conf";
+  const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ == 0) {
+    dieWithParent(parent);
     // Child: quiet stdio, then exec the real broker.
     int devnull = ::open("/dev/null", O_RDWR);
     ::dup2(devnull, 0);

@@ -12,6 +12,12 @@
 
 namespace edgefl::test {
 
+// Called in a forked child: it gets SIGKILL when the thread that forked it
+// ends, so a test that crashes (an assertion abort, a sanitizer report)
+// leaves no broker or coordinator running behind it. Fork from a thread
+// that outlives the child (the test's own).
+void dieWithParent(pid_t parent);
+
 class ChildProcess {
  public:
   ChildProcess(std::vector<std::string> argv, std::filesystem::path log);
