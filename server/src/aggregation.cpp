@@ -1,5 +1,7 @@
 #include "edgefl/server/aggregation.hpp"
 
+#include "aggregation_stream.hpp"
+
 #include <algorithm>
 #include <array>
 #include <bit>
@@ -9,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <optional>
 #include <utility>
 
 namespace edgefl::server {
@@ -57,19 +60,6 @@ std::string numberText(double value) {
   auto [end, ec] = std::to_chars(buffer.data(), buffer.data() + buffer.size(), value);
   assert(ec == std::errc());
   return std::string(buffer.data(), end);
-}
-
-// GCC's generic 4 x float vector (plain SSE2 on the baseline flags) for the
-// passes over the whole model.
-using V4 = float __attribute__((vector_size(16)));
-V4 load(const float* p) {
-  V4 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-double horizontalSum(V4 v) {
-  return static_cast<double>(v[0]) + static_cast<double>(v[1]) + static_cast<double>(v[2]) +
-         static_cast<double>(v[3]);
 }
 
 std::string updateName(std::span<const ClientUpdate> updates, std::size_t i) {
@@ -226,9 +216,13 @@ class PipelineStrategy final : public Strategy {
   Status checkRowFinite(std::span<const ClientUpdate> updates, std::size_t i) const;
   Status scan(std::span<const ClientUpdate> updates, AggregationReport& report);
   void applyClip(AggregationReport& report);
-  Status combine(std::span<const ClientUpdate> updates, AggregationReport& report);
-  Status combineMean(std::span<const ClientUpdate> updates, AggregationReport& report);
-  void combineKrum(AggregationReport& report);
+  Status combine(std::span<const ClientUpdate> updates, std::span<const float> global,
+                 AggregationReport& report);
+  Status combineMean(std::span<const ClientUpdate> updates, std::span<const float> global,
+                     AggregationReport& report);
+  void combineKrum(std::span<const float> global, AggregationReport& report);
+  void sumRows(std::span<const float* const> rows, std::span<const float> scales,
+               std::span<const float> global);
   bool step(std::span<const float> global);
 
   StrategyEntry entry_;
@@ -245,6 +239,8 @@ class PipelineStrategy final : public Strategy {
   std::vector<double> sumSquares_;
   std::vector<float> rowScales_;
   kernels::Scratch scratch_;
+  // The step check, when the weighted sum already made it (sumRows).
+  std::optional<kernels::StepCheck> fusedCheck_;
 };
 
 Status PipelineStrategy::checkRowFinite(std::span<const ClientUpdate> updates,
@@ -350,8 +346,22 @@ void PipelineStrategy::applyClip(AggregationReport& report) {
   }
 }
 
+// aggregate_ = the weighted sum of the rows. When nothing changes the
+// aggregate before the step (SGD, no noise), the same pass also checks the
+// new model, so the deltas and the aggregate are read once.
+void PipelineStrategy::sumRows(std::span<const float* const> rows, std::span<const float> scales,
+                               std::span<const float> global) {
+  if (entry_.optimizer == Optimizer::Sgd && options_.dpNoiseMultiplier == 0.0) {
+    fusedCheck_ =
+        kernels::streamKernels().weightedSumSgd(rows, scales, p_, aggregate_.data(), global.data(),
+                                                static_cast<float>(options_.serverLearningRate));
+  } else {
+    kernels::weightedSum(rows, scales, p_, aggregate_);
+  }
+}
+
 Status PipelineStrategy::combineMean(std::span<const ClientUpdate> updates,
-                                     AggregationReport& report) {
+                                     std::span<const float> global, AggregationReport& report) {
   const std::size_t n = updates.size();
   const double total =
       std::accumulate(report.effectiveWeights.begin(), report.effectiveWeights.end(), 0.0);
@@ -368,7 +378,7 @@ Status PipelineStrategy::combineMean(std::span<const ClientUpdate> updates,
     for (std::size_t i = 0; i < n; ++i) {
       rowScales_[i] = static_cast<float>(report.effectiveWeights[i] / total);
     }
-    kernels::weightedSum(rows_, rowScales_, p_, aggregate_, {});
+    sumRows(rows_, rowScales_, global);
     return {};
   }
   EDGEFL_TRY(scan(updates, report));
@@ -376,11 +386,11 @@ Status PipelineStrategy::combineMean(std::span<const ClientUpdate> updates,
   for (std::size_t i = 0; i < n; ++i) {
     rowScales_[i] = static_cast<float>(report.effectiveWeights[i] / total * rowScales_[i]);
   }
-  kernels::weightedSum(rows_, rowScales_, p_, aggregate_, {});
+  sumRows(rows_, rowScales_, global);
   return {};
 }
 
-void PipelineStrategy::combineKrum(AggregationReport& report) {
+void PipelineStrategy::combineKrum(std::span<const float> global, AggregationReport& report) {
   const std::size_t n = rows_.size();
   const auto f = static_cast<std::size_t>(options_.krumByzantine);
   // Distances are between the deltas as the rule sees them: clipped and
@@ -418,12 +428,13 @@ void PipelineStrategy::combineKrum(AggregationReport& report) {
     selected[k] = rows_[report.used[k]];
     selectedScales[k] = scales[report.used[k]] / static_cast<float>(m);
   }
-  kernels::weightedSum(selected, selectedScales, p_, aggregate_, {});
+  sumRows(selected, selectedScales, global);
 }
 
-Status PipelineStrategy::combine(std::span<const ClientUpdate> updates, AggregationReport& report) {
+Status PipelineStrategy::combine(std::span<const ClientUpdate> updates,
+                                 std::span<const float> global, AggregationReport& report) {
   const std::size_t n = updates.size();
-  if (entry_.rule == Rule::Mean) return combineMean(updates, report);
+  if (entry_.rule == Rule::Mean) return combineMean(updates, global, report);
 
   EDGEFL_TRY(scan(updates, report));
   applyClip(report);
@@ -450,16 +461,10 @@ Status PipelineStrategy::combine(std::span<const ClientUpdate> updates, Aggregat
       break;
     }
     case Rule::Krum:
-    case Rule::MultiKrum: combineKrum(report); break;
+    case Rule::MultiKrum: combineKrum(global, report); break;
   }
   return {};
 }
-
-struct StepCheck {
-  double aggregateSquares = 0.0;
-  double stepSquares = 0.0;
-  bool finite = true;
-};
 
 // Computes the candidate model and optimizer state into scratch; nothing
 // the caller sees changes here. Returns false when a state value is not
@@ -517,45 +522,6 @@ bool PipelineStrategy::step(std::span<const float> global) {
   return stateFinite;
 }
 
-// One vectorized pass over the aggregate, the old and the new model: the
-// norms for the report, and a NaN-propagating sum (x - x is NaN exactly when
-// x is infinite or NaN) that says whether anything is not finite. For sgd
-// the new model is old + lr * delta, computed here and again on commit (the
-// same float expression, so the same values) instead of being stored and
-// copied.
-template <bool kSgd>
-StepCheck checkStep(const float* delta, const float* old, const float* next, float lr,
-                    std::size_t p) {
-  constexpr std::size_t kChunk = 4096;
-  StepCheck check;
-  const V4 rate{lr, lr, lr, lr};
-  V4 poison{};
-  for (std::size_t j0 = 0; j0 < p; j0 += kChunk) {
-    const std::size_t end = std::min(p, j0 + kChunk);
-    V4 sumA{}, sumS{};
-    std::size_t j = j0;
-    for (; j + 4 <= end; j += 4) {
-      const V4 d = load(delta + j), o = load(old + j);
-      const V4 x = kSgd ? o + rate * d : load(next + j);
-      const V4 s = x - o;
-      sumA += d * d;
-      sumS += s * s;
-      poison += (d - d) + (x - x);
-    }
-    for (; j < end; ++j) {
-      const float d = delta[j], o = old[j];
-      const float x = kSgd ? o + lr * d : next[j];
-      sumA[0] += d * d;
-      sumS[0] += (x - o) * (x - o);
-      poison[0] += (d - d) + (x - x);
-    }
-    check.aggregateSquares += horizontalSum(sumA);
-    check.stepSquares += horizontalSum(sumS);
-  }
-  check.finite = horizontalSum(poison) == 0.0;
-  return check;
-}
-
 // Names the first value that is not finite, in the order a reader would
 // look for the cause: the model, the updates, the aggregate, the new model.
 Error PipelineStrategy::diagnose(std::span<const ClientUpdate> updates,
@@ -601,8 +567,16 @@ Status PipelineStrategy::finishStep(std::span<const ClientUpdate> updates,
   const bool sgd = entry_.optimizer == Optimizer::Sgd;
   const auto lr = static_cast<float>(options_.serverLearningRate);
   auto next = [&](std::size_t j) { return sgd ? old[j] + lr * delta[j] : nextGlobal_[j]; };
-  StepCheck check = sgd ? checkStep<true>(delta, old, nullptr, lr, p_)
-                        : checkStep<false>(delta, old, nextGlobal_.data(), lr, p_);
+  // One pass over the aggregate, the old and the new model: the norms for
+  // the report and whether anything is not finite. For sgd the new model is
+  // computed here and again on commit (the same float expression, so the
+  // same values) instead of being stored and copied.
+  // A fused check with finite sums is conclusive; anything else is decided
+  // by the check's own pass.
+  kernels::StepCheck check = fusedCheck_ && fusedCheck_->finite
+                                 ? *fusedCheck_
+                                 : kernels::streamKernels().checkStep(
+                                       delta, old, sgd ? nullptr : nextGlobal_.data(), lr, p_);
   if (!check.finite) return diagnose(updates, global);
   // Float squares overflow above ~1.8e19 although the values are finite.
   if (!std::isfinite(check.aggregateSquares)) {
@@ -624,8 +598,7 @@ Status PipelineStrategy::finishStep(std::span<const ClientUpdate> updates,
 void PipelineStrategy::commit(std::span<float> global) {
   if (entry_.optimizer == Optimizer::Sgd) {
     const auto lr = static_cast<float>(options_.serverLearningRate);
-    const float* delta = aggregate_.data();
-    for (std::size_t j = 0; j < p_; ++j) global[j] = global[j] + lr * delta[j];
+    kernels::streamKernels().applySgd(global.data(), aggregate_.data(), lr, p_);
   } else {
     std::copy(nextGlobal_.begin(), nextGlobal_.end(), global.begin());
     state_.swap(nextState_);
@@ -639,7 +612,8 @@ Result<AggregationReport> PipelineStrategy::aggregate(std::span<const ClientUpda
   report.strategy = std::string(entry_.name);
   report.inputs = updates.size();
   EDGEFL_TRY(validate(updates, global, report));
-  EDGEFL_TRY(combine(updates, report));
+  fusedCheck_.reset();
+  EDGEFL_TRY(combine(updates, global, report));
   for (ExcludedUpdate& e : report.excluded) e.id = std::string(updates[e.index].id);
 
   report.noiseMultiplier = options_.dpNoiseMultiplier;

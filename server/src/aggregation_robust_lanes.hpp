@@ -1,19 +1,12 @@
 // The median / trimmed-mean kernel, written once for vectors of kWidth
-// floats. aggregation_robust.cpp includes it once per instruction set, each
+// floats. aggregation_isa.cpp includes it once per instruction set, each
 // time inside its own namespace that defines kWidth (4, 8 or 16), after the
-// standard headers and "aggregation_robust.hpp" and after switching the
-// compiler's target; everything here has internal linkage. No include guard
-// on purpose. See aggregation_robust.cpp for the algorithms.
+// standard headers, "aggregation_robust.hpp" and
+// "aggregation_vector_lanes.hpp" and after switching the compiler's target;
+// everything here has internal linkage. No include guard on purpose. See
+// aggregation_isa.cpp for the algorithms.
 
 namespace {
-
-// GCC's generic vectors: one instruction per operation at the width the
-// target supports, and explicit, because the compiler does not if-convert
-// the equivalent scalar ternaries by itself.
-using V = float __attribute__((vector_size(4 * kWidth)));
-using VI = std::int32_t __attribute__((vector_size(4 * kWidth)));
-using VU = std::uint32_t __attribute__((vector_size(4 * kWidth)));
-using VD = double __attribute__((vector_size(8 * kWidth)));
 
 // Coordinates per group: every pass over a group touches one 64-byte line
 // per client.
@@ -41,17 +34,6 @@ constexpr std::size_t kBlockWidth = kGroups * kLanes;
 constexpr std::size_t kPrefetchRows = 96;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-V load(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-void store(float* p, V v) {
-  std::memcpy(p, &v, sizeof v);
-}
-V splat(float x) {
-  return V{} + x;
-}
 bool any(VI mask) {
   std::int32_t bits = 0;
   for (std::size_t l = 0; l < kWidth; ++l) bits |= mask[l];

@@ -816,6 +816,18 @@ TEST(Aggregation, OverflowIsNonFiniteNotAWrongModel) {
   EXPECT_EQ(r.code(), Code::NonFinite);
   EXPECT_NE(r.error().detail.find("new model overflowed"), std::string::npos);
   EXPECT_EQ(global, std::vector<float>(4, 3e38f));
+
+  // Plain FedAvg (no clip) over a vector wide enough for the vector lanes,
+  // whose float squares overflow: the weighted sum's own check cannot tell
+  // this from a NaN, so the full check decides, and the round succeeds.
+  Round wide;
+  wide.add(std::vector<float>(96, 1e20f), 1.0);
+  wide.add(std::vector<float>(96, 1e20f), 1.0);
+  AggregationReport wideReport;
+  const auto model = aggregateFromZero(named("fedavg"), wide, &wideReport);
+  ASSERT_EQ(model.size(), 96u);
+  EXPECT_FLOAT_EQ(model[95], 1e20f);
+  EXPECT_NEAR(wideReport.aggregateNorm, std::sqrt(96.0) * 1e20, 1e15);
 }
 
 TEST(Aggregation, MakeStrategyRejectsUnknownNamesAndBadOptions) {

@@ -1,6 +1,7 @@
 // Every instruction-set build of the median / trimmed-mean kernel against
 // a sort-based reference, not only the one the dispatcher picks on this CPU,
-// and the streaming sums of squares against a row at a time.
+// every build of the streaming kernels against the baseline's bits, and the
+// streaming sums of squares against a row at a time.
 
 #include <gtest/gtest.h>
 
@@ -8,12 +9,14 @@
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "../../server/src/aggregation_robust.hpp"
+#include "../../server/src/aggregation_stream.hpp"
 
 namespace edgefl::server::kernels {
 namespace {
@@ -146,6 +149,142 @@ TEST(AggregationKernels, SumSquaresOfRowsTogetherMatchesEachRowAlone) {
         double exact = 0.0;
         for (std::size_t j = 0; j < p; ++j) exact += static_cast<double>(rows[i][j]) * rows[i][j];
         ASSERT_NEAR(alone, exact, 1e-5 * exact) << "n=" << n << " p=" << p << " row " << i;
+      }
+    }
+  }
+}
+
+std::uint32_t bits(float x) {
+  return std::bit_cast<std::uint32_t>(x);
+}
+std::uint64_t bits(double x) {
+  return std::bit_cast<std::uint64_t>(x);
+}
+
+std::vector<Isa> isasThisCpuRuns() {
+  std::vector<Isa> isas;
+  for (Isa isa : {Isa::Baseline, Isa::Avx2, Isa::Avx512}) {
+    if (streamKernels(isa) != nullptr) isas.push_back(isa);
+  }
+  return isas;
+}
+
+TEST(AggregationKernels, TheDispatcherRunsTheWidestBuildThisCpuRuns) {
+  const auto isas = isasThisCpuRuns();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), Isa::Baseline);
+  EXPECT_EQ(widestIsa(), isas.back());
+  EXPECT_EQ(&streamKernels(), streamKernels(widestIsa()));
+  EXPECT_STREQ(instructionSet(), isaName(widestIsa()));
+}
+
+// Rows in every grouping the sum uses (8, 4, 2, 1 and 10 at once), steps
+// and blocks cut short, scales that round: every build must give the
+// baseline's bits for the sum, the norms, the step check, the fused sum and
+// check, and the SGD step, and the sum must be the weighted sum.
+TEST(AggregationKernels, StreamKernelsOfEveryBuildReturnTheBaselineBits) {
+  std::mt19937_64 rng(53);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+  const StreamKernels& base = *streamKernels(Isa::Baseline);
+  for (std::size_t n : {1, 2, 3, 5, 8, 9, 10, 11, 15, 16, 17, 33}) {
+    for (std::size_t p : {1, 31, 32, 33, 4096, 4096 + 47, 3 * 4096 + 5}) {
+      std::vector<float> values(n * p), scales(n), old(p), next(p);
+      for (float& v : values) v = normal(rng) * (rng() % 5 == 0 ? 100.0f : 0.01f);
+      for (float& s : scales) s = unit(rng) / static_cast<float>(n);
+      for (float& v : old) v = normal(rng);
+      for (float& v : next) v = normal(rng);
+      std::vector<const float*> rows;
+      for (std::size_t i = 0; i < n; ++i) rows.push_back(values.data() + i * p);
+      const float lr = 0.7f;
+
+      std::vector<float> want(p);
+      base.weightedSum(rows, scales, p, want.data());
+      for (std::size_t j = 0; j < p; ++j) {
+        double exact = 0.0, magnitude = 0.0;
+        for (std::size_t i = 0; i < n; ++i) {
+          exact += static_cast<double>(scales[i]) * rows[i][j];
+          magnitude += std::abs(static_cast<double>(scales[i]) * rows[i][j]);
+        }
+        ASSERT_NEAR(want[j], exact, 1e-6 * magnitude + 1e-30) << "n=" << n << " p=" << p;
+      }
+      std::vector<double> wantSquares(n);
+      base.sumSquares(rows, p, wantSquares.data());
+      const StepCheck wantSgd = base.checkStep(want.data(), old.data(), nullptr, lr, p);
+      const StepCheck wantNext = base.checkStep(want.data(), old.data(), next.data(), lr, p);
+      ASSERT_TRUE(wantSgd.finite && wantNext.finite);
+      std::vector<float> wantModel = old;
+      base.applySgd(wantModel.data(), want.data(), lr, p);
+
+      for (Isa isa : isasThisCpuRuns()) {
+        const StreamKernels& k = *streamKernels(isa);
+        const std::string at =
+            std::string(isaName(isa)) + " n=" + std::to_string(n) + " p=" + std::to_string(p);
+        std::vector<float> got(p, -1.0f);
+        k.weightedSum(rows, scales, p, got.data());
+        for (std::size_t j = 0; j < p; ++j) ASSERT_EQ(bits(got[j]), bits(want[j])) << at;
+
+        std::vector<float> fused(p, -1.0f);
+        const StepCheck check = k.weightedSumSgd(rows, scales, p, fused.data(), old.data(), lr);
+        for (std::size_t j = 0; j < p; ++j) ASSERT_EQ(bits(fused[j]), bits(want[j])) << at;
+        EXPECT_TRUE(check.finite) << at;
+        EXPECT_EQ(bits(check.aggregateSquares), bits(wantSgd.aggregateSquares)) << at;
+        EXPECT_EQ(bits(check.stepSquares), bits(wantSgd.stepSquares)) << at;
+
+        std::vector<double> squares(n);
+        k.sumSquares(rows, p, squares.data());
+        for (std::size_t i = 0; i < n; ++i) EXPECT_EQ(bits(squares[i]), bits(wantSquares[i])) << at;
+
+        const StepCheck sgd = k.checkStep(want.data(), old.data(), nullptr, lr, p);
+        const StepCheck withNext = k.checkStep(want.data(), old.data(), next.data(), lr, p);
+        EXPECT_EQ(bits(sgd.aggregateSquares), bits(wantSgd.aggregateSquares)) << at;
+        EXPECT_EQ(bits(sgd.stepSquares), bits(wantSgd.stepSquares)) << at;
+        EXPECT_EQ(bits(withNext.stepSquares), bits(wantNext.stepSquares)) << at;
+        double step = 0.0;
+        for (std::size_t j = 0; j < p; ++j) {
+          const double d = static_cast<double>(next[j]) - old[j];
+          step += d * d;
+        }
+        EXPECT_NEAR(withNext.stepSquares, step, 1e-5 * step) << at;
+
+        std::vector<float> model = old;
+        k.applySgd(model.data(), want.data(), lr, p);
+        for (std::size_t j = 0; j < p; ++j) ASSERT_EQ(bits(model[j]), bits(wantModel[j])) << at;
+      }
+    }
+  }
+}
+
+// A NaN or infinity anywhere, in a delta or in the old model, fails every
+// build's fused and full check. A finite value whose float square
+// overflows (the fused sum has no NaN-propagating sum of its own, so it may
+// call that not finite) passes the full check.
+TEST(AggregationKernels, StepChecksOfEveryBuildCatchWhatIsNotFinite) {
+  const std::size_t n = 3, p = 4096 + 40;
+  const float inf = std::numeric_limits<float>::infinity();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  for (Isa isa : isasThisCpuRuns()) {
+    const StreamKernels& k = *streamKernels(isa);
+    for (std::size_t at : {std::size_t{0}, std::size_t{17}, p - 1}) {
+      for (int where = 0; where < 5; ++where) {
+        std::vector<float> values(n * p, 0.25f), scales(n, 0.5f), old(p, 1.0f), out(p);
+        std::vector<const float*> rows;
+        for (std::size_t i = 0; i < n; ++i) rows.push_back(values.data() + i * p);
+        switch (where) {
+          case 0: values[p + at] = nan; break;
+          case 1: values[2 * p + at] = -inf; break;
+          case 2: old[at] = nan; break;
+          case 3: old[at] = inf; break;
+          default: values[at] = 1e20f; break;  // finite, but its square is not
+        }
+        const std::string label = std::string(isaName(isa)) + " where=" + std::to_string(where) +
+                                  " at=" + std::to_string(at);
+        const StepCheck fused = k.weightedSumSgd(rows, scales, p, out.data(), old.data(), 0.5f);
+        if (where < 4) {
+          EXPECT_FALSE(fused.finite) << label;
+        }
+        const StepCheck full = k.checkStep(out.data(), old.data(), nullptr, 0.5f, p);
+        EXPECT_EQ(full.finite, where == 4) << label;
       }
     }
   }

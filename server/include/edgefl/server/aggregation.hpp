@@ -223,11 +223,13 @@ struct Scratch {
 void sumSquares(std::span<const float* const> rows, std::size_t p, std::span<double> out);
 double sumSquaresExact(std::span<const float> values);
 
-// out[j] = sum_i scales[i] * rows[i][j], summed in row order in float; when
-// `sumSquares` is not empty it also gets sumSquares[i] = ||rows[i]||^2 from the
-// same pass (as the function above).
+// out[j] = sum_i scales[i] * rows[i][j], summed in row order in float.
 void weightedSum(std::span<const float* const> rows, std::span<const float> scales, std::size_t p,
-                 std::span<float> out, std::span<double> sumSquares);
+                 std::span<float> out);
+
+// The instruction set the streaming and robust kernels run with on this CPU:
+// "baseline", "avx2" or "avx512". Every build returns the same bits.
+const char* instructionSet();
 
 // Per coordinate j, the median of {scales[i] * rows[i][j]} (the mean of the
 // two middle values when n is even) and the mean after dropping the

@@ -1,11 +1,14 @@
-// Coordinate-wise median and trimmed mean.
+// The kernels built once per instruction set: the coordinate-wise median
+// and trimmed mean (aggregation_robust_lanes.hpp) and the streaming kernels
+// (aggregation_stream_lanes.hpp), each written once for vectors of any
+// width and built here for the baseline instruction set, for AVX2 and for
+// AVX-512 (the standard headers come first, outside the target switches, so
+// that their inline functions keep the baseline instruction set); the
+// widest the CPU runs is used. CMake builds this file with
+// -ffp-contract=off (aggregation_stream.hpp).
 //
-// Both need order statistics of the n client values of every coordinate.
-// The kernel is written once for vectors of any width
-// (aggregation_robust_lanes.hpp) and built here three times: for the
-// baseline instruction set, for AVX2 and for AVX-512 (the standard headers
-// come first, outside the target switches, so that their inline functions
-// keep the baseline instruction set); the widest the CPU runs is used.
+// The median and the trimmed mean need order statistics of the n client
+// values of every coordinate.
 // Per-coordinate std::nth_element costs about 10-15 ns per value on random
 // data, almost all of it branch mispredictions; the two methods here have no
 // data-dependent branches in their inner loops:
@@ -35,6 +38,7 @@
 //   single pass for the largest value below it.
 
 #include "aggregation_robust.hpp"
+#include "aggregation_stream.hpp"
 
 #include <algorithm>
 #include <array>
@@ -70,17 +74,23 @@ PivotSpread pivotSpread(std::size_t r0, std::size_t r1, std::size_t n) {
 namespace edgefl::server::kernels::baseline {
 // 4 floats: SSE2 on the x86-64 baseline, NEON on arm64.
 constexpr std::size_t kWidth = 4;
+#include "aggregation_vector_lanes.hpp"  // first: the vectors the kernels use
+
 #include "aggregation_robust_lanes.hpp"
+#include "aggregation_stream_lanes.hpp"
 }  // namespace edgefl::server::kernels::baseline
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define EDGEFL_ROBUST_WIDE 1
+#define EDGEFL_KERNELS_WIDE 1
 
 #pragma GCC push_options
 #pragma GCC target("avx2")
 namespace edgefl::server::kernels::avx2 {
 constexpr std::size_t kWidth = 8;
+#include "aggregation_vector_lanes.hpp"  // first: the vectors the kernels use
+
 #include "aggregation_robust_lanes.hpp"
+#include "aggregation_stream_lanes.hpp"
 }  // namespace edgefl::server::kernels::avx2
 #pragma GCC pop_options
 
@@ -88,7 +98,10 @@ constexpr std::size_t kWidth = 8;
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2")
 namespace edgefl::server::kernels::avx512 {
 constexpr std::size_t kWidth = 16;
+#include "aggregation_vector_lanes.hpp"  // first: the vectors the kernels use
+
 #include "aggregation_robust_lanes.hpp"
+#include "aggregation_stream_lanes.hpp"
 }  // namespace edgefl::server::kernels::avx512
 #pragma GCC pop_options
 
@@ -102,7 +115,7 @@ void rankRangeMeanBaseline(std::span<const float* const> rows, std::span<const f
   baseline::rankRangeMeanLanes(rows, scales, p, r0, r1, out, scratch);
 }
 
-#ifdef EDGEFL_ROBUST_WIDE
+#ifdef EDGEFL_KERNELS_WIDE
 void rankRangeMeanAvx2(std::span<const float* const> rows, std::span<const float> scales,
                        std::size_t p, std::size_t r0, std::size_t r1, std::span<float> out,
                        Scratch& scratch) {
@@ -116,16 +129,72 @@ void rankRangeMeanAvx512(std::span<const float* const> rows, std::span<const flo
 }
 #endif
 
+bool isaRuns(Isa isa) {
+  switch (isa) {
+    case Isa::Baseline: return true;
+#ifdef EDGEFL_KERNELS_WIDE
+    case Isa::Avx2: __builtin_cpu_init(); return __builtin_cpu_supports("avx2");
+    case Isa::Avx512:
+      __builtin_cpu_init();
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+#else
+    case Isa::Avx2:
+    case Isa::Avx512: return false;
+#endif
+  }
+  return false;
+}
+
+Isa widestIsa() {
+  static const Isa widest = isaRuns(Isa::Avx512) ? Isa::Avx512
+                            : isaRuns(Isa::Avx2) ? Isa::Avx2
+                                                 : Isa::Baseline;
+  return widest;
+}
+
+const char* isaName(Isa isa) {
+  switch (isa) {
+    case Isa::Baseline: return "baseline";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "?";
+}
+
+const char* instructionSet() {
+  return isaName(widestIsa());
+}
+
+const StreamKernels* streamKernels(Isa isa) {
+  if (!isaRuns(isa)) return nullptr;
+  switch (isa) {
+    case Isa::Baseline: return &baseline::kStream;
+#ifdef EDGEFL_KERNELS_WIDE
+    case Isa::Avx2: return &avx2::kStream;
+    case Isa::Avx512: return &avx512::kStream;
+#else
+    case Isa::Avx2:
+    case Isa::Avx512: return nullptr;
+#endif
+  }
+  return nullptr;
+}
+
+const StreamKernels& streamKernels() {
+  static const StreamKernels& widest = *streamKernels(widestIsa());
+  return widest;
+}
+
 namespace {
 
 RankRangeMean widestKernel() {
-#ifdef EDGEFL_ROBUST_WIDE
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
-      __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl")) {
-    return &rankRangeMeanAvx512;
+#ifdef EDGEFL_KERNELS_WIDE
+  switch (widestIsa()) {
+    case Isa::Avx512: return &rankRangeMeanAvx512;
+    case Isa::Avx2: return &rankRangeMeanAvx2;
+    case Isa::Baseline: break;
   }
-  if (__builtin_cpu_supports("avx2")) return &rankRangeMeanAvx2;
 #endif
   return &rankRangeMeanBaseline;
 }
