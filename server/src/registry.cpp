@@ -360,9 +360,14 @@ Result<Registry> Registry::open(const std::filesystem::path& path) {
     int code = SQLITE_OK;
     std::string failure;
     // WAL + synchronous=FULL: a committed transaction survives a crash or
-    // power loss, which "durable before acknowledged" relies on.
+    // power loss, which "durable before acknowledged" relies on. A new file
+    // gets 64 KiB pages (SQLite's largest; an existing file keeps its own):
+    // a 400 KB update is then 7 WAL frames, each one write, instead of 100,
+    // and checkpoints copy as many fewer pages (bench_ingest: 0.16-0.19 of
+    // the raw broker rate with 4 KiB pages, 0.23-0.26 with 64 KiB).
     code = sqlite3_exec(db,
-                        "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                        "PRAGMA page_size=65536; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                        "PRAGMA foreign_keys=ON;",
                         nullptr, nullptr, nullptr);
     // Most opens find the schema current and need no write lock at all.
     bool done = code == SQLITE_OK && reg.schemaVersion() == want;

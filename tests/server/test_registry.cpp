@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <vector>
 
@@ -61,6 +62,54 @@ TEST(Registry, CreatesSchemaInWalModeAndReopens) {
   EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(s, 0)), "wal");
   sqlite3_finalize(s);
   sqlite3_close(db);
+}
+
+// A new registry gets 64 KiB pages (a 400 KB delta is 7 WAL frames, not
+// 100); one made with SQLite's default 4 KiB pages keeps them, opens, and
+// stores and returns a large delta the same.
+TEST(Registry, NewFilesGetLargePagesAndOldFilesKeepTheirs) {
+  test::TempDir tmp;
+  auto pageSize = [](const std::filesystem::path& path) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* s = nullptr;
+    sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &s, nullptr);
+    const int size = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int(s, 0) : -1;
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return size;
+  };
+  const auto fresh = tmp.path() / "fresh.db";
+  const auto old = tmp.path() / "old.db";
+  {
+    // An existing file with default pages, as earlier builds made them.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(old.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; "
+                           "CREATE TABLE t(x); DROP TABLE t;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  std::vector<float> delta(101770);
+  for (std::size_t i = 0; i < delta.size(); ++i) delta[i] = static_cast<float>(i) * 0.25f;
+  for (const auto& path : {fresh, old}) {
+    auto reg = Registry::open(path);
+    ASSERT_TRUE(reg.ok()) << reg.error().toString();
+    RoundRecord round;
+    round.round = 1;
+    round.trigger = "manual";
+    round.baseVersion = 1;
+    ASSERT_TRUE(reg->openRound(round).ok());
+    UpdateRecord u = sampleUpdate(1, "a", true);
+    u.delta = delta;
+    ASSERT_TRUE(reg->recordUpdate(u).ok());
+    ASSERT_EQ(reg->update(1, "a")->delta, delta);
+    EXPECT_EQ(reg->integrityCheck(), "ok");
+  }
+  EXPECT_EQ(pageSize(fresh), 65536);
+  EXPECT_EQ(pageSize(old), 4096);
 }
 
 TEST(Registry, RefusesANewerSchemaAndGarbageFiles) {
