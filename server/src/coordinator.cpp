@@ -107,6 +107,12 @@ struct Coordinator::Impl {
   std::uint64_t canaryVersionNo = 0;
   bool rolloutPaused = false;
   std::shared_ptr<const RoundContext> round = std::make_shared<RoundContext>();
+  // The same pointer for the verification workers, published under its own
+  // lock: a worker must not wait for `mu`, which the other worker holds
+  // while its batch commits (an fsync), or verifying one batch and
+  // committing the other never overlap.
+  std::mutex verifyRoundMu;
+  std::shared_ptr<const RoundContext> verifyRound = round;
   std::int64_t roundDeadline = 0;
   std::uint64_t roundTarget = 0;  // close early at this many accepted; 0 = max_updates
   std::int64_t lastRoundEnd = 0;
@@ -169,6 +175,14 @@ struct Coordinator::Impl {
 
   void info(const std::string& s) const { log(LogLevel::Info, s); }
   void warn(const std::string& s) const { log(LogLevel::Warn, s); }
+
+  // Opens or closes the round for updates; the caller holds mu.
+  void setRound(std::shared_ptr<const RoundContext> ctx) {
+    round = std::move(ctx);
+    openRoundNo = round->round;
+    std::lock_guard lock(verifyRoundMu);
+    verifyRound = round;
+  }
 
   Bytes sealCoordinator(Kind kind, const Bytes& payload) const {
     return seal(kind, payload, key, delegation);
@@ -275,8 +289,8 @@ struct Coordinator::Impl {
       }
       std::shared_ptr<const RoundContext> ctx;
       {
-        std::lock_guard s(mu);
-        ctx = round;
+        std::lock_guard s(verifyRoundMu);
+        ctx = verifyRound;
       }
       batch.clear();
       for (Pending& p : taken) {
@@ -628,8 +642,7 @@ struct Coordinator::Impl {
     roundDeadline = r.deadline;
     roundTarget =
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
-    round = ctx;
-    openRoundNo = round->round;
+    setRound(ctx);
     Bytes task = roundTaskBytes(*ctx, wire::RoundState::OPEN, r.openedAt, r.deadline, trigger);
     EDGEFL_TRY(broker->publish(roundTopic(config.fleet.name), task, true));
     info("round " + std::to_string(r.round) + " open (" + trigger + ") on v" +
@@ -644,8 +657,7 @@ struct Coordinator::Impl {
     auto base = modelOf(r.baseVersion);
     roundBase = base.ok() ? std::move(base.value()) : stable;
     auto ctx = contextFor(r, r.configJson);
-    round = ctx;
-    openRoundNo = round->round;
+    setRound(ctx);
     roundDeadline = r.deadline;
     roundTarget =
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
@@ -664,8 +676,7 @@ struct Coordinator::Impl {
     auto rec = registry.round(ctx->round);
     if (!rec.ok()) return;
     RoundRecord r = std::move(rec.value());
-    round = std::make_shared<RoundContext>();  // no more updates for it
-    openRoundNo = round->round;
+    setRound(std::make_shared<RoundContext>());  // no more updates for it
     Bytes closed =
         roundTaskBytes(*ctx, wire::RoundState::CLOSED, r.openedAt, r.deadline, r.trigger);
     (void)broker->publish(roundTopic(config.fleet.name), closed, true);
@@ -836,8 +847,7 @@ struct Coordinator::Impl {
         roundBase = stable;
         auto ctx = contextFor(*rec, rec->configJson);
         ctx->selected = round->selected;
-        round = ctx;
-        openRoundNo = round->round;
+        setRound(ctx);
         (void)broker->publish(roundTopic(config.fleet.name),
                               roundTaskBytes(*ctx, wire::RoundState::OPEN, rec->openedAt,
                                              rec->deadline, rec->trigger),
@@ -1091,6 +1101,9 @@ Result<std::unique_ptr<Coordinator>> Coordinator::open(const CoordinatorConfig& 
   if (!key.ok()) return key.error();
   auto registry = Registry::open(config.resolve(config.registry.path));
   if (!registry.ok()) return registry.error();
+  // A batch commits holding the coordinator's lock: it pays for its own
+  // writes and fsync, and the WAL is copied into the file beside it.
+  EDGEFL_TRY(registry->startBackgroundCheckpoints({}));
   VerifierOptions vo;
   vo.fleet = config.fleet.name;
   vo.limits.maxBytes = static_cast<std::size_t>(config.broker.maxMessageBytes);
@@ -1343,6 +1356,11 @@ CoordinatorStats Coordinator::stats() const {
   {
     std::lock_guard lock(impl_->mu);
     out = impl_->stats;
+    const Registry::CheckpointStats checkpoints = impl_->registry.checkpointStats();
+    out.checkpoints = checkpoints.background;
+    out.checkpointsInCommit = checkpoints.inCommit;
+    out.checkpointsFailed = checkpoints.failed;
+    out.lastCheckpointError = checkpoints.lastError;
   }
   std::lock_guard q(impl_->queueMu);
   const auto& c = impl_->ingestCounters;

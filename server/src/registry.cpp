@@ -5,8 +5,10 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <thread>
 
 namespace edgefl::server {
@@ -317,19 +319,132 @@ DeploymentState deploymentStateFromName(std::string_view name) {
 }
 }  // namespace
 
-Registry::Registry(sqlite3* db) : db_(db) {}
+// The background checkpoint thread and what the WAL hook tells it. Its
+// address is stable (owned through a unique_ptr), so the hook keeps it while
+// the Registry moves.
+struct Registry::Checkpointer {
+  CheckpointOptions options;
+  std::uint64_t pageSize = 4096;
+  sqlite3* own = nullptr;  // the thread's connection
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  bool wanted = false;
+  bool stopping = false;
+  CheckpointStats stats;
+  std::thread thread;
+
+  void record(int code, sqlite3* db, bool background) {
+    std::lock_guard lock(mu);
+    if (code == SQLITE_OK || (code & 0xff) == SQLITE_BUSY) {
+      // Busy: another checkpoint was running; the next one catches up.
+      ++(background ? stats.background : stats.inCommit);
+    } else {
+      ++stats.failed;
+      stats.lastError = sqlite3_errmsg(db);
+    }
+  }
+
+  void run() {
+    for (;;) {
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return wanted || stopping; });
+        if (stopping) return;
+        wanted = false;
+      }
+      const int code =
+          sqlite3_wal_checkpoint_v2(own, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      record(code, own, true);
+    }
+  }
+
+  // SQLite calls this on the committing thread after every commit, with the
+  // number of frames in the WAL.
+  static int onCommit(void* self, sqlite3* db, const char*, int frames) {
+    auto* c = static_cast<Checkpointer*>(self);
+    const std::uint64_t bytes = static_cast<std::uint64_t>(frames) * c->pageSize;
+    if (bytes >= c->options.hardBytes) {
+      const int code =
+          sqlite3_wal_checkpoint_v2(db, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+      c->record(code, db, false);
+    } else if (bytes >= c->options.backgroundBytes) {
+      {
+        std::lock_guard lock(c->mu);
+        c->wanted = true;
+      }
+      c->cv.notify_one();
+    }
+    return SQLITE_OK;
+  }
+};
+
+Registry::Registry(sqlite3* db, std::filesystem::path path) : db_(db), path_(std::move(path)) {}
 Registry::Registry(Registry&& o) noexcept
-    : db_(std::exchange(o.db_, nullptr)), txDepth_(o.txDepth_) {}
+    : db_(std::exchange(o.db_, nullptr)),
+      txDepth_(o.txDepth_),
+      path_(std::move(o.path_)),
+      checkpointer_(std::move(o.checkpointer_)) {}
 Registry& Registry::operator=(Registry&& o) noexcept {
   if (this != &o) {
+    stopCheckpointer();
     if (db_) sqlite3_close_v2(db_);
     db_ = std::exchange(o.db_, nullptr);
     txDepth_ = o.txDepth_;
+    path_ = std::move(o.path_);
+    checkpointer_ = std::move(o.checkpointer_);
   }
   return *this;
 }
 Registry::~Registry() {
+  stopCheckpointer();
   if (db_) sqlite3_close_v2(db_);
+}
+
+void Registry::stopCheckpointer() {
+  if (!checkpointer_) return;
+  // SQLite's own hook again, so no commit reaches the thread being stopped.
+  if (db_) sqlite3_wal_autocheckpoint(db_, 1000);
+  {
+    std::lock_guard lock(checkpointer_->mu);
+    checkpointer_->stopping = true;
+  }
+  checkpointer_->cv.notify_one();
+  if (checkpointer_->thread.joinable()) checkpointer_->thread.join();
+  sqlite3_close_v2(checkpointer_->own);
+  checkpointer_.reset();
+}
+
+Status Registry::startBackgroundCheckpoints(CheckpointOptions options) {
+  if (checkpointer_) return makeError(Code::InvalidArgument, "background checkpoints already run");
+  if (options.backgroundBytes == 0 || options.hardBytes < options.backgroundBytes) {
+    return makeError(Code::InvalidArgument, "checkpoint thresholds: background " +
+                                                std::to_string(options.backgroundBytes) +
+                                                " B, hard " + std::to_string(options.hardBytes) +
+                                                " B; need 0 < background <= hard");
+  }
+  auto c = std::make_unique<Checkpointer>();
+  c->options = options;
+  {
+    Stmt s(db_, "PRAGMA page_size");
+    if (s.step() == SQLITE_ROW) c->pageSize = static_cast<std::uint64_t>(s.i64(0));
+  }
+  const int rc = sqlite3_open_v2(path_.c_str(), &c->own, SQLITE_OPEN_READWRITE, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = c->own != nullptr ? sqlite3_errmsg(c->own) : "out of memory";
+    sqlite3_close_v2(c->own);
+    return makeError(Code::IoError, "cannot open registry " + path_.string() +
+                                        " for background checkpoints: " + msg);
+  }
+  c->thread = std::thread([p = c.get()] { p->run(); });
+  sqlite3_wal_hook(db_, &Checkpointer::onCommit, c.get());
+  checkpointer_ = std::move(c);
+  return {};
+}
+
+Registry::CheckpointStats Registry::checkpointStats() const {
+  if (!checkpointer_) return {};
+  std::lock_guard lock(checkpointer_->mu);
+  return checkpointer_->stats;
 }
 
 Result<Registry> Registry::open(const std::filesystem::path& path) {
@@ -342,7 +457,7 @@ Result<Registry> Registry::open(const std::filesystem::path& path) {
     sqlite3_close_v2(db);
     return makeError(Code::IoError, "cannot open registry " + path.string() + ": " + msg);
   }
-  Registry reg(db);
+  Registry reg(db, path);
   sqlite3_busy_timeout(db, 5000);
   // Two processes may create a new registry at once (the coordinator's
   // first start and an operator's command). Switching a new file to WAL

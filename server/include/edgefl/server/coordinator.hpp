@@ -33,6 +33,11 @@ struct CoordinatorStats {
   std::uint64_t roundsClosed = 0;
   std::uint64_t queueDepth = 0;
   std::uint64_t queueHighWater = 0;
+  // Registry WAL checkpoints (Registry::startBackgroundCheckpoints).
+  std::uint64_t checkpoints = 0;          // by the background thread
+  std::uint64_t checkpointsInCommit = 0;  // by a commit, past the hard limit
+  std::uint64_t checkpointsFailed = 0;
+  std::string lastCheckpointError;
 };
 
 class Coordinator {

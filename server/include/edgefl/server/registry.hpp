@@ -199,10 +199,34 @@ class Registry {
   // back if it returns an error.
   Status transaction(const std::function<Status()>& body);
 
+  // Moves WAL checkpoints off the committing thread: from now on a thread
+  // with its own connection copies the WAL into the database (a PASSIVE
+  // checkpoint, which blocks neither writers nor readers) once the WAL holds
+  // `backgroundBytes`, so a commit pays for its own writes and fsync only.
+  // A commit that finds `hardBytes` in the WAL (the thread cannot keep up)
+  // checkpoints itself, as SQLite does by default. Without this call SQLite
+  // checkpoints inside the commit that reaches 1,000 pages.
+  struct CheckpointOptions {
+    std::uint64_t backgroundBytes = 16ull << 20;
+    std::uint64_t hardBytes = 256ull << 20;
+  };
+  Status startBackgroundCheckpoints(CheckpointOptions options);
+  struct CheckpointStats {
+    std::uint64_t background = 0;  // checkpoints run by the thread
+    std::uint64_t inCommit = 0;    // run by a commit past hardBytes
+    std::uint64_t failed = 0;      // answered with an error other than busy
+    std::string lastError;
+  };
+  CheckpointStats checkpointStats() const;
+
  private:
-  explicit Registry(sqlite3* db);
+  struct Checkpointer;
+  Registry(sqlite3* db, std::filesystem::path path);
+  void stopCheckpointer();
   sqlite3* db_ = nullptr;
   int txDepth_ = 0;
+  std::filesystem::path path_;
+  std::unique_ptr<Checkpointer> checkpointer_;
 };
 
 }  // namespace edgefl::server
