@@ -52,6 +52,8 @@ for case in ("logreg_784_10/updates:500", "mlp_784_128_10/updates:150"):
     size = "30 KB" if case.startswith("logreg") else "400 KB"
     ROWS.append(("bench_ingest", f"BM_Ingest/{case}/iterations:3/manual_time", "raw_ratio",
                  (">=", 0.5), f"coordinator ingest / raw mosquitto loop, {size} updates"))
+    ROWS.append(("bench_ingest", f"BM_Ingest/{case}/iterations:3/manual_time", "disk_ratio",
+                 None, f"coordinator ingest / one fdatasync'd copy of the bytes, {size} updates"))
 ROWS.append(("bench_datasets", "loadTrainVsInflate/manual_time", "inflate_ratio", None,
              "load Fashion-MNIST train split / zlib inflate of its two files"))
 for case, iterations in (("devices:100/selected:100", 3), ("devices:1000/selected:100", 2)):
