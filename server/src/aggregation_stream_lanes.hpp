@@ -23,8 +23,9 @@ static_assert(kSquareVectors * kWidth == kSquareLanes);
 // vector-wise in float, ((l0 + l1) + (l2 + l3)), then its 4 floats in double.
 double foldLanes(const V (&lanes)[kSquareVectors]) {
   float l[kSquareLanes];
-  for (std::size_t w = 0; w < kSquareVectors; ++w)
+  for (std::size_t w = 0; w < kSquareVectors; ++w) {
     std::memcpy(l + w * kWidth, &lanes[w], sizeof(V));
+  }
   double sum = 0.0;
   for (std::size_t k = 0; k < 4; ++k) {
     sum += static_cast<double>((l[k] + l[4 + k]) + (l[8 + k] + l[12 + k]));
@@ -41,18 +42,18 @@ static_assert(kStepVectors * kWidth == kStep && kStep % kSquareLanes == 0 && kBl
 constexpr std::size_t kMaxRows = 16;
 
 // The step check's running sums over one block: 16 float lanes each for
-// ||delta||^2 and ||new - old||^2, double for the tail, and a sum that turns
-// NaN when anything is not finite (x - x is NaN exactly when x is infinite
-// or NaN).
+// ||delta||^2 and ||new - old||^2, and double for the tail.
 struct CheckSums {
   V aggregate[kSquareVectors] = {}, step[kSquareVectors] = {};
   double aggregateTail = 0.0, stepTail = 0.0;
 };
 
-// kPoison: also the NaN-propagating sum. Without it a value that is not
-// finite still makes a sum of squares infinite or NaN (x = old + lr * d is
-// not finite only if old or d is not, and then x - old is NaN or infinite),
-// so a finite result is conclusive and any other needs the exact check.
+// kPoison: also a sum that turns NaN when anything is not finite (x - x is
+// NaN exactly when x is infinite or NaN). Without it a value that is not
+// finite still makes a sum of squares infinite or NaN (d through d * d; old
+// or the new x through x - old, which is then infinite or NaN), as do
+// float squares past ~1.8e19, so finite sums are conclusive and anything
+// else needs the check with it.
 template <bool kPoison>
 [[gnu::always_inline]] inline void checkVector(V d, V o, V x, std::size_t w, CheckSums& sums,
                                                V& poison) {
