@@ -5,9 +5,7 @@
 #include <algorithm>
 #include <cassert>
 #include <cmath>
-#include <cstring>
 #include <span>
-#include <utility>
 
 #include "aggregation_stream.hpp"
 #include "edgefl/server/aggregation.hpp"
