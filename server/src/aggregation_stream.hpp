@@ -1,13 +1,13 @@
 #pragma once
 // Private to the aggregation: the streaming kernels (weighted sums, sums of
-// squares, the step check and the SGD step), built in aggregation_kernels.cpp
+// squares, the step check and the SGD step), built in aggregation_isa.cpp
 // once per instruction set (baseline, AVX2, AVX-512) from the same
 // width-generic code in aggregation_stream_lanes.hpp, and the instruction
 // set the robust kernels use too. Every build returns the same bits: the
 // arithmetic per coordinate is vertical (the same order at any width), sums
-// of squares keep 16 float lanes per row at every width, and the file is
-// built with -ffp-contract=off so that no build fuses a multiply and an add
-// the baseline rounds twice.
+// of squares keep 16 float lanes per row at every width, and
+// aggregation_isa.cpp is built with -ffp-contract=off so that no build fuses
+// a multiply and an add the baseline rounds twice.
 
 #include <cstddef>
 #include <span>
