@@ -17,25 +17,31 @@
 //   of adjacent coordinates per client, read straight from the rows. The
 //   network is a compile-time constant for every n, so the values stay in
 //   registers (compare-exchange = one min and one max).
-// - larger n: selection by counting, 16 coordinates at a time. A group
-//   gathers the n values of 16 coordinates into a transposed buffer (n rows
-//   x 16 lanes, one cache line per client, asked for two groups ahead) and
-//   takes each lane's min, max, mean and standard deviation on the way. For
-//   a target rank r each lane keeps a bracket lo < s_r <= hi with the counts
-//   #{x <= lo} <= r < #{x <= hi}; a pass over the group counts the values <=
-//   a pivot and narrows it. The first pass counts against two pivots from a
-//   normal approximation of the column (its mean and standard deviation,
-//   plus and minus a few standard errors of the quantile), which brackets
-//   the honest case tightly; later pivots interpolate the rank inside the
-//   bracket, and whenever a pass fails to halve the values in the bracket
-//   the next one cuts it in thirds in the order-preserving integer image of
-//   the floats, so outliers or any other input finish in a bounded number of
-//   passes. Once s_r is among the two smallest or two largest values of its
-//   bracket, one last pass collects those (sorted inserts with min and max)
-//   and the answer is exact. The trimmed mean selects its two ranks in the
-//   same passes, then sums what lies between them in one more; the even-n
-//   median takes the upper middle value this way and the lower one from a
-//   single pass for the largest value below it.
+// - larger n: selection by counting, 64 coordinates at a time. A block
+//   gathers the n values of 64 coordinates into a transposed buffer (n rows
+//   x 64 lanes, four cache lines per client, the next block's asked for on
+//   the way) and takes each lane's min, max, mean and standard deviation.
+//   For a target rank r each lane keeps a bracket lo < s_r <= hi with the
+//   counts #{x <= lo} <= r < #{x <= hi}; a pass over a group of four vectors
+//   counts the values <= a pivot and narrows it. The first pass counts
+//   against two pivots from a normal approximation of the column (its mean
+//   and standard deviation, plus and minus a few standard errors of the
+//   quantile), which brackets the honest case tightly; later pivots
+//   interpolate the rank inside the bracket, and whenever a pass fails to
+//   halve the values in the bracket the next one cuts it in thirds in the
+//   order-preserving integer image of the floats, so outliers or any other
+//   input finish in a bounded number of passes. Later passes skip the
+//   vectors whose lanes are all done. Once s_r is among the three smallest
+//   or three largest values of its bracket, one last pass collects those
+//   (sorted inserts with min and max, the largest read as the smallest of
+//   -x) and the answer is exact. The trimmed mean selects its two ranks in
+//   the same passes, then sums what lies between them in one more; the
+//   even-n median's two middle ranks share one bracket.
+//
+// The four vectors of a group are independent chains through every pass,
+// so their pivot arithmetic and sorted inserts overlap instead of each
+// waiting on its own latency: on bench_aggregation's data this cut the
+// median's time by about a third against one 16-lane vector at a time.
 
 #include "aggregation_robust.hpp"
 #include "aggregation_stream.hpp"
@@ -50,6 +56,10 @@
 #include <limits>
 #include <span>
 #include <utility>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#include <immintrin.h>
+#endif
 
 namespace edgefl::server::kernels {
 
@@ -74,7 +84,11 @@ PivotSpread pivotSpread(std::size_t r0, std::size_t r1, std::size_t n) {
 namespace edgefl::server::kernels::baseline {
 // 4 floats: SSE2 on the x86-64 baseline, NEON on arm64.
 constexpr std::size_t kWidth = 4;
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define EDGEFL_LANES_X86 1
+#endif
 #include "aggregation_vector_lanes.hpp"  // first: the vectors the kernels use
+#undef EDGEFL_LANES_X86
 
 #include "aggregation_robust_lanes.hpp"
 #include "aggregation_stream_lanes.hpp"
@@ -87,7 +101,9 @@ constexpr std::size_t kWidth = 4;
 #pragma GCC target("avx2")
 namespace edgefl::server::kernels::avx2 {
 constexpr std::size_t kWidth = 8;
+#define EDGEFL_LANES_X86 2
 #include "aggregation_vector_lanes.hpp"  // first: the vectors the kernels use
+#undef EDGEFL_LANES_X86
 
 #include "aggregation_robust_lanes.hpp"
 #include "aggregation_stream_lanes.hpp"
@@ -98,7 +114,9 @@ constexpr std::size_t kWidth = 8;
 #pragma GCC target("avx512f,avx512dq,avx512bw,avx512vl,avx2")
 namespace edgefl::server::kernels::avx512 {
 constexpr std::size_t kWidth = 16;
+#define EDGEFL_LANES_X86 3
 #include "aggregation_vector_lanes.hpp"  // first: the vectors the kernels use
+#undef EDGEFL_LANES_X86
 
 #include "aggregation_robust_lanes.hpp"
 #include "aggregation_stream_lanes.hpp"

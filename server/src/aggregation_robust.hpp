@@ -1,6 +1,6 @@
 #pragma once
 // Private to the coordinate-wise median and trimmed mean: the one kernel
-// both are made of, built in aggregation_robust.cpp once per instruction set
+// both are made of, built in aggregation_isa.cpp once per instruction set
 // (baseline, AVX2, AVX-512) from the same width-generic code in
 // aggregation_robust_lanes.hpp. The public functions use the widest build
 // the CPU runs; every build returns the same bits.

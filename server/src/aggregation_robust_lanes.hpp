@@ -8,11 +8,12 @@
 
 namespace {
 
-// Coordinates per group: every pass over a group touches one 64-byte line
-// per client.
-constexpr std::size_t kLanes = 16;
-constexpr std::size_t kVectors = kLanes / kWidth;
-static_assert(kVectors * kWidth == kLanes);
+// Vectors per group, selected together: four independent chains through
+// every pass, so one group's pivot arithmetic and sorted inserts overlap
+// with the others' instead of waiting on their own latency.
+constexpr std::size_t kVectors = 4;
+// Coordinates per group: 16, 32 or 64 (one to four cache lines per client).
+constexpr std::size_t kLanes = kVectors * kWidth;
 // Up to this many values a sorting network in registers beats counting
 // passes (bench_aggregation); Batcher's network for 24 has 123
 // compare-exchanges.
@@ -23,22 +24,23 @@ constexpr std::size_t kNetworkMax = 24;
 // passes; the cap is only reachable with NaN in the input, which the caller
 // reports as NonFinite anyway, and keeps the loop bounded whatever the data.
 constexpr std::size_t kMaxPasses = 300;
-// Groups per block: a block reads kGroups adjacent cache lines per client,
-// so the cost of reaching a client's row (a TLB entry, the first miss) is
-// shared by 64 coordinates.
-constexpr std::size_t kGroups = 4;
-constexpr std::size_t kBlockWidth = kGroups * kLanes;
+// Coordinates per block: a block reads four adjacent cache lines per
+// client, so the cost of reaching a client's row (a TLB entry, the first
+// miss) is shared by 64 coordinates.
+constexpr std::size_t kBlockWidth = 64;
+constexpr std::size_t kLineFloats = 64 / sizeof(float);
+constexpr std::size_t kGroups = kBlockWidth / kLanes;
+static_assert(kGroups * kLanes == kBlockWidth);
 // How many rows ahead gatherBlock asks for lines: 32 left most of the
 // gather waiting on loads at n = 1000, 96 took about a tenth less time
 // (bench_aggregation, Median N = 1000, P = 8192).
 constexpr std::size_t kPrefetchRows = 96;
+// Vector-brackets whose edge values one pass collects together: enough
+// independent insert chains to hide their latency, few enough to stay in
+// registers (32 of them with AVX-512, 16 below).
+constexpr std::size_t kEdgeChains = kWidth == 16 ? 4 : 2;
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-bool any(VI mask) {
-  std::int32_t bits = 0;
-  for (std::size_t l = 0; l < kWidth; ++l) bits |= mask[l];
-  return bits != 0;
-}
 // Square roots of x >= 0 to about 0.2%, in vector instructions (a lane
 // loop of std::sqrt stays scalar): half the exponent as the first guess,
 // then one Newton step. Only pivots are placed with it; the counts make
@@ -46,12 +48,6 @@ bool any(VI mask) {
 V sqrtLanes(V x) {
   const V guess = __builtin_bit_cast(V, (__builtin_bit_cast(VI, x) >> 1) + 0x1fbd1df5);
   return 0.5f * (guess + x / guess);
-}
-V minLanes(V a, V b) {
-  return b < a ? b : a;
-}
-V maxLanes(V a, V b) {
-  return a < b ? b : a;
 }
 
 // --- Small n: sorting networks in registers ----------------------------
@@ -155,7 +151,7 @@ struct GroupStats {
 // Copies scales[i] * rows[i][j0 + c] for c < width (<= kBlockWidth) into
 // kGroups groups of n rows x kLanes (lanes past width hold 0 and are
 // ignored) and takes each group's lane statistics on the way. Every row is
-// visited once per block, for kGroups adjacent cache lines, and the lines of
+// visited once per block, for four adjacent cache lines, and the lines of
 // the next block are asked for on the way.
 void gatherBlock(std::span<const float* const> rows, std::span<const float> scales, std::size_t j0,
                  std::size_t width, std::size_t p, float* block, GroupStats (&stats)[kGroups]) {
@@ -174,20 +170,20 @@ void gatherBlock(std::span<const float* const> rows, std::span<const float> scal
   // that early are evicted before they are read.
   const std::size_t distance = std::min(kPrefetchRows, n / 2);
   const std::size_t ahead = j0 + kBlockWidth;
-  const std::size_t lines = (width + kLanes - 1) / kLanes;
+  const std::size_t lines = (width + kLineFloats - 1) / kLineFloats;
   const std::size_t nextLines =
-      ahead < p ? std::min(kGroups, (p - ahead + kLanes - 1) / kLanes) : 0;
+      ahead < p ? std::min(kBlockWidth, p - ahead + kLineFloats - 1) / kLineFloats : 0;
   // The last block's rows go through a copy whose lanes past width stay 0.
   float padded[kBlockWidth] = {};
   for (std::size_t i = 0; i < n; ++i) {
     const float* src = rows[i] + j0;
     if (i + distance < n) {
       for (std::size_t k = 0; k < lines; ++k) {
-        __builtin_prefetch(rows[i + distance] + j0 + k * kLanes, 0, 2);
+        __builtin_prefetch(rows[i + distance] + j0 + k * kLineFloats, 0, 2);
       }
     } else {
       for (std::size_t k = 0; k < nextLines; ++k) {
-        __builtin_prefetch(rows[i + distance - n] + ahead + k * kLanes, 0, 2);
+        __builtin_prefetch(rows[i + distance - n] + ahead + k * kLineFloats, 0, 2);
       }
     }
     if (width < kBlockWidth) {
@@ -300,8 +296,9 @@ struct Bracket {
     delta = delta < 0.75f ? splat(0.75f) : delta;
     const V centre = (ra + rb + 1.0f) * 0.5f - cLo;
     const VI interpolate = misses < 2.0f;
-    const V fLow = interpolate ? (centre - delta) / m : splat(1.0f / 3.0f);
-    const V fHigh = interpolate ? (centre + delta) / m : splat(2.0f / 3.0f);
+    const V perValue = 1.0f / m;
+    const V fLow = interpolate ? (centre - delta) * perValue : splat(1.0f / 3.0f);
+    const V fHigh = interpolate ? (centre + delta) * perValue : splat(2.0f / 3.0f);
     const V iLow = lo + (hi - lo) * fLow, iHigh = lo + (hi - lo) * fHigh;
     const VU kl = floatKey(lo), kh = floatKey(hi);
     // At least one key, so a bracket with a single float inside still gets
@@ -330,140 +327,226 @@ struct Target {
   PivotSpread spread;
 };
 
-// count[k] = #{x <= q[k]} per lane of vector w, K pivots in one pass.
+// count[k][u] = #{x <= q[k][u]} per lane of vector which[u] of the group,
+// for u < A: K pivots per vector, the A vectors in one pass.
+template <std::size_t K, std::size_t A>
+void countPass(const float* group, std::size_t n, const std::size_t* which, const V (*q)[kVectors],
+               V (*count)[kVectors]) {
+  const float* column[A];
+  V pivot[K][A];
+  VI c[K][A] = {};
+  for (std::size_t u = 0; u < A; ++u) {
+    column[u] = group + which[u] * kWidth;
+    for (std::size_t k = 0; k < K; ++k) pivot[k][u] = q[k][u];
+  }
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t u = 0; u < A; ++u) {
+      const V v = load(column[u] + i * kLanes);
+      for (std::size_t k = 0; k < K; ++k) {
+        // A conditional add is one masked add on AVX-512; narrower sets
+        // subtract the all-ones compare result instead.
+        if constexpr (kWidth == 16) {
+          c[k][u] = v <= pivot[k][u] ? c[k][u] + 1 : c[k][u];
+        } else {
+          c[k][u] -= v <= pivot[k][u];
+        }
+      }
+    }
+  }
+  for (std::size_t k = 0; k < K; ++k) {
+    for (std::size_t u = 0; u < A; ++u) count[k][u] = __builtin_convertvector(c[k][u], V);
+  }
+}
+
+// countPass over the `active` (1 to kVectors) vectors listed in `which`.
 template <std::size_t K>
-void countPass(const float* group, std::size_t n, std::size_t w, const V* q, V* count) {
-  VI c[K] = {};
-  for (std::size_t i = 0; i < n; ++i) {
-    const V v = load(group + i * kLanes + w * kWidth);
-    for (std::size_t k = 0; k < K; ++k) {
-      // A conditional add is one masked add on AVX-512; narrower sets
-      // subtract the all-ones compare result instead.
-      if constexpr (kWidth == 16) {
-        c[k] = v <= q[k] ? c[k] + 1 : c[k];
-      } else {
-        c[k] -= v <= q[k];
-      }
-    }
+void countSome(const float* group, std::size_t n, const std::size_t* which, std::size_t active,
+               const V (*q)[kVectors], V (*count)[kVectors]) {
+  static_assert(kVectors == 4);
+  switch (active) {
+    case 1: countPass<K, 1>(group, n, which, q, count); break;
+    case 2: countPass<K, 2>(group, n, which, q, count); break;
+    case 3: countPass<K, 3>(group, n, which, q, count); break;
+    default: countPass<K, 4>(group, n, which, q, count); break;
   }
-  for (std::size_t k = 0; k < K; ++k) count[k] = __builtin_convertvector(c[k], V);
 }
 
-// For the lanes of vector w and T brackets in one pass: the kEdge smallest
-// values above lo, ascending, and the kEdge largest at most hi, descending,
-// counting repeats (sorted inserts with min and max).
-template <std::size_t T>
-void edgeValues(const float* group, std::size_t n, std::size_t w, const Bracket (&b)[T],
-                V (&small)[T][kEdge], V (&large)[T][kEdge]) {
+// The end of a ready bracket that a lane reads its ranks from (after
+// anchorAbove): the kEdge smallest values above lo where rb < cLo + kEdge,
+// else the kEdge largest at most hi. The larger end is read as the smallest
+// values of -x above nextDown(-hi) (x <= hi exactly when -x exceeds it), so
+// one sorted insert per lane serves either end: `flip` is the sign bit
+// where a lane reads its larger end, `floor` what its flipped values must
+// exceed.
+struct Edge {
+  VU flip;
+  V floor;
+};
+V flipped(V x, VU flip) {
+  return __builtin_bit_cast(V, __builtin_bit_cast(VU, x) ^ flip);
+}
+Edge edgeOf(const Bracket& b, V rb) {
+  const VI fromLow = rb < b.cLo + static_cast<float>(kEdge);
+  Edge e;
+  e.flip = fromLow ? VU{} : VU{} + 0x80000000u;
+  e.floor = fromLow ? b.lo : nextDown(-b.hi);
+  return e;
+}
+
+// edge[t][w] = the kEdge smallest flipped values above the floor of
+// edges[t][w], ascending and counting repeats, for the W vectors from w0
+// and T brackets in one pass (sorted inserts with min and max).
+template <std::size_t T, std::size_t W>
+void edgeValues(const float* group, std::size_t n, std::size_t w0, const Edge (&edges)[T][kVectors],
+                V (&edge)[T][kVectors][kEdge]) {
   const V inf = splat(kInf);
-  V lo[T], hi[T];
+  VU flip[T][W];
+  V floor[T][W], s[T][W][kEdge];
   for (std::size_t t = 0; t < T; ++t) {
-    lo[t] = b[t].lo;
-    hi[t] = b[t].hi;
-    for (std::size_t e = 0; e < kEdge; ++e) {
-      small[t][e] = inf;
-      large[t][e] = -inf;
+    for (std::size_t u = 0; u < W; ++u) {
+      flip[t][u] = edges[t][w0 + u].flip;
+      floor[t][u] = edges[t][w0 + u].floor;
+      for (std::size_t e = 0; e < kEdge; ++e) s[t][u][e] = inf;
     }
   }
   for (std::size_t i = 0; i < n; ++i) {
-    const V v = load(group + i * kLanes + w * kWidth);
-    for (std::size_t t = 0; t < T; ++t) {
-      V a = lo[t] < v ? v : inf;
-      V c = v <= hi[t] ? v : -inf;
-      for (std::size_t e = 0; e < kEdge; ++e) {
-        const V up = maxLanes(a, small[t][e]);
-        small[t][e] = minLanes(small[t][e], a);
-        a = up;
-        const V down = minLanes(c, large[t][e]);
-        large[t][e] = maxLanes(large[t][e], c);
-        c = down;
+    for (std::size_t u = 0; u < W; ++u) {
+      const V v = load(group + i * kLanes + (w0 + u) * kWidth);
+      for (std::size_t t = 0; t < T; ++t) {
+        const V x = flipped(v, flip[t][u]);
+        V a = floor[t][u] < x ? x : inf;
+        for (std::size_t e = 0; e < kEdge; ++e) {
+          const V up = maxLanes(a, s[t][u][e]);
+          s[t][u][e] = minLanes(s[t][u][e], a);
+          a = up;
+        }
       }
+    }
+  }
+  for (std::size_t t = 0; t < T; ++t) {
+    for (std::size_t u = 0; u < W; ++u) {
+      for (std::size_t e = 0; e < kEdge; ++e) edge[t][w0 + u][e] = s[t][u][e];
     }
   }
 }
 
-// The value of rank x in a ready bracket, from its edge values (hi itself
-// for the rank just below a re-anchored bracket).
-V rankFromEdges(const Bracket& b, V x, const V (&small)[kEdge], const V (&large)[kEdge]) {
-  V fromLow = b.hi, fromHigh = b.hi;
+// The value of rank x in a ready bracket, from the edge values of its lane's
+// end (hi itself for a rank no edge value holds: the rank just below a
+// re-anchored bracket, or a copy of hi where no float lies between lo and
+// hi).
+V rankFromEdges(const Bracket& b, const Edge& end, V x, const V (&edge)[kEdge]) {
+  const V index = end.flip == 0u ? x - b.cLo : b.cHi - 1.0f - x;
+  V value = b.hi;
   for (std::size_t e = 0; e < kEdge; ++e) {
-    fromLow = x - b.cLo == static_cast<float>(e) ? small[e] : fromLow;
-    fromHigh = b.cHi - 1.0f - x == static_cast<float>(e) ? large[e] : fromHigh;
+    value = index == static_cast<float>(e) ? flipped(edge[e], end.flip) : value;
   }
-  const VI inLarge = (x >= b.cHi - static_cast<float>(kEdge)) & (x < b.cHi);
-  return x < b.cLo + static_cast<float>(kEdge) ? fromLow : inLarge ? fromHigh : b.hi;
+  return value;
 }
 
 // out[t][0] and out[t][1] = the values of ranks targets[t].first and .last
 // (< n) in the lanes of the group, for T brackets narrowed in shared passes:
-// every pass counts against two pivots per bracket still waiting, over the
-// vectors one at a time.
+// every pass counts against two pivots per bracket still waiting in any
+// lane, over all the group's vectors at once.
 template <std::size_t T>
 void selectRanks(const float* group, std::size_t n, const Target (&targets)[T],
                  const GroupStats& stats, V (&out)[T][2][kVectors]) {
   assert(n < (std::size_t{1} << 24));
-  for (std::size_t w = 0; w < kVectors; ++w) {
-    Bracket b[T];
-    V ra[T], rb[T];
-    V q[2 * T], c[2 * T];
-    for (std::size_t t = 0; t < T; ++t) {
-      assert(targets[t].first <= targets[t].last && targets[t].last < n);
-      ra[t] = splat(static_cast<float>(targets[t].first));
-      rb[t] = splat(static_cast<float>(targets[t].last));
+  Bracket b[T][kVectors];
+  V ra[T], rb[T];
+  V q[2 * T][kVectors], c[2 * T][kVectors];
+  for (std::size_t t = 0; t < T; ++t) {
+    assert(targets[t].first <= targets[t].last && targets[t].last < n);
+    ra[t] = splat(static_cast<float>(targets[t].first));
+    rb[t] = splat(static_cast<float>(targets[t].last));
+    const auto low = static_cast<float>(targets[t].spread.low);
+    const auto high = static_cast<float>(targets[t].spread.high);
+    for (std::size_t w = 0; w < kVectors; ++w) {
       const V mn = stats.min[w], mx = stats.max[w];
-      b[t].lo = nextDown(mn);
-      b[t].hi = mx;
-      b[t].cLo = V{};
-      b[t].cHi = splat(static_cast<float>(n));
-      b[t].misses = V{};
+      b[t][w].lo = nextDown(mn);
+      b[t][w].hi = mx;
+      b[t][w].cLo = V{};
+      b[t][w].cHi = splat(static_cast<float>(n));
+      b[t][w].misses = V{};
       const V mean = stats.mean[w], sd = stats.std[w];
-      q[2 * t] = maxLanes(mn, minLanes(mx, mean + static_cast<float>(targets[t].spread.low) * sd));
-      q[2 * t + 1] =
-          maxLanes(mn, minLanes(mx, mean + static_cast<float>(targets[t].spread.high) * sd));
+      q[2 * t][w] = maxLanes(mn, minLanes(mx, mean + low * sd));
+      q[2 * t + 1][w] = maxLanes(mn, minLanes(mx, mean + high * sd));
     }
-    countPass<2 * T>(group, n, w, q, c);
-    VI waiting[T];
-    bool anyWaiting[T];
+  }
+  constexpr std::size_t kAllVectors[kVectors] = {0, 1, 2, 3};
+  countPass<2 * T, kVectors>(group, n, kAllVectors, q, c);
+  VI waiting[T][kVectors];
+  bool anyWaiting[T];
+  for (std::size_t t = 0; t < T; ++t) {
+    const VI all = ~VI{};
+    VI someWaiting{};
+    for (std::size_t w = 0; w < kVectors; ++w) {
+      b[t][w].narrow(q[2 * t][w], c[2 * t][w], ra[t], all);
+      b[t][w].narrow(q[2 * t + 1][w], c[2 * t + 1][w], ra[t], all);
+      waiting[t][w] = ~b[t][w].ready(ra[t], rb[t]);
+      someWaiting |= waiting[t][w];
+    }
+    anyWaiting[t] = any(someWaiting);
+  }
+  for (std::size_t pass = 0; pass < kMaxPasses; ++pass) {
+    // The brackets still waiting, counted together.
+    std::size_t active[T], count = 0;
     for (std::size_t t = 0; t < T; ++t) {
-      const VI all = ~VI{};
-      b[t].narrow(q[2 * t], c[2 * t], ra[t], all);
-      b[t].narrow(q[2 * t + 1], c[2 * t + 1], ra[t], all);
-      waiting[t] = ~b[t].ready(ra[t], rb[t]);
-      anyWaiting[t] = any(waiting[t]);
+      if (anyWaiting[t]) active[count++] = t;
     }
-    for (std::size_t pass = 0; pass < kMaxPasses; ++pass) {
-      // The brackets still waiting, counted together.
-      std::size_t active[T], count = 0;
-      for (std::size_t t = 0; t < T; ++t) {
-        if (anyWaiting[t]) active[count++] = t;
-      }
-      if (count == 0) break;
-      V before[T], pq[2 * T], pc[2 * T];
-      for (std::size_t a = 0; a < count; ++a) {
-        const std::size_t t = active[a];
-        before[t] = b[t].cHi - b[t].cLo;
-        b[t].pivots(ra[t], rb[t], pq[2 * a], pq[2 * a + 1]);
-      }
-      if (count == 2) {
-        countPass<4>(group, n, w, pq, pc);
-      } else {
-        countPass<2>(group, n, w, pq, pc);
-      }
-      for (std::size_t a = 0; a < count; ++a) {
-        const std::size_t t = active[a];
-        b[t].narrow(pq[2 * a], pc[2 * a], ra[t], waiting[t]);
-        b[t].narrow(pq[2 * a + 1], pc[2 * a + 1], ra[t], waiting[t]);
-        b[t].score(before[t]);
-        waiting[t] = ~b[t].ready(ra[t], rb[t]);
-        anyWaiting[t] = any(waiting[t]);
+    if (count == 0) break;
+    // The vectors with a lane still waiting in any of them: only those are
+    // counted, with their pivots packed in the order of `which`.
+    std::size_t which[kVectors], vectors = 0;
+    for (std::size_t w = 0; w < kVectors; ++w) {
+      VI someWaiting{};
+      for (std::size_t a = 0; a < count; ++a) someWaiting |= waiting[active[a]][w];
+      if (any(someWaiting)) which[vectors++] = w;
+    }
+    V before[T][kVectors], pq[2 * T][kVectors], pc[2 * T][kVectors];
+    for (std::size_t a = 0; a < count; ++a) {
+      const std::size_t t = active[a];
+      for (std::size_t u = 0; u < vectors; ++u) {
+        const std::size_t w = which[u];
+        before[t][w] = b[t][w].cHi - b[t][w].cLo;
+        b[t][w].pivots(ra[t], rb[t], pq[2 * a][u], pq[2 * a + 1][u]);
       }
     }
-    for (std::size_t t = 0; t < T; ++t) b[t].anchorAbove(rb[t]);
-    V small[T][kEdge], large[T][kEdge];
-    edgeValues<T>(group, n, w, b, small, large);
-    for (std::size_t t = 0; t < T; ++t) {
-      out[t][0][w] = rankFromEdges(b[t], ra[t], small[t], large[t]);
-      out[t][1][w] = rankFromEdges(b[t], rb[t], small[t], large[t]);
+    if (count == 2) {
+      countSome<4>(group, n, which, vectors, pq, pc);
+    } else {
+      countSome<2>(group, n, which, vectors, pq, pc);
+    }
+    for (std::size_t a = 0; a < count; ++a) {
+      const std::size_t t = active[a];
+      VI someWaiting{};
+      for (std::size_t u = 0; u < vectors; ++u) {
+        const std::size_t w = which[u];
+        b[t][w].narrow(pq[2 * a][u], pc[2 * a][u], ra[t], waiting[t][w]);
+        b[t][w].narrow(pq[2 * a + 1][u], pc[2 * a + 1][u], ra[t], waiting[t][w]);
+        b[t][w].score(before[t][w]);
+        waiting[t][w] = ~b[t][w].ready(ra[t], rb[t]);
+        someWaiting |= waiting[t][w];
+      }
+      anyWaiting[t] = any(someWaiting);
+    }
+  }
+  Edge edges[T][kVectors];
+  for (std::size_t t = 0; t < T; ++t) {
+    for (std::size_t w = 0; w < kVectors; ++w) {
+      b[t][w].anchorAbove(rb[t]);
+      edges[t][w] = edgeOf(b[t][w], rb[t]);
+    }
+  }
+  V edge[T][kVectors][kEdge];
+  constexpr std::size_t kTogether = std::max<std::size_t>(1, kEdgeChains / T);
+  static_assert(kVectors % kTogether == 0);
+  for (std::size_t w0 = 0; w0 < kVectors; w0 += kTogether) {
+    edgeValues<T, kTogether>(group, n, w0, edges, edge);
+  }
+  for (std::size_t t = 0; t < T; ++t) {
+    for (std::size_t w = 0; w < kVectors; ++w) {
+      out[t][0][w] = rankFromEdges(b[t][w], edges[t][w], ra[t], edge[t][w]);
+      out[t][1][w] = rankFromEdges(b[t][w], edges[t][w], rb[t], edge[t][w]);
     }
   }
 }
@@ -475,20 +558,23 @@ void selectRanks(const float* group, std::size_t n, const Target (&targets)[T],
 void rankRangeSum(const float* group, std::size_t n, std::size_t r0, std::size_t r1,
                   const V (&a)[kVectors], const V (&b)[kVectors], VD (&sum)[kVectors]) {
   const V one = splat(1.0f), zero = V{};
-  for (std::size_t w = 0; w < kVectors; ++w) {
-    V leA = zero, ltB = zero, inner = zero;
-    for (std::size_t i = 0; i < n; ++i) {
+  V leA[kVectors], ltB[kVectors], inner[kVectors];
+  for (std::size_t w = 0; w < kVectors; ++w) leA[w] = ltB[w] = inner[w] = zero;
+  for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t w = 0; w < kVectors; ++w) {
       const V v = load(group + i * kLanes + w * kWidth);
       const auto le = v <= a[w];
       const auto lt = v < b[w];
-      leA += le ? one : zero;
-      ltB += lt ? one : zero;
-      inner += (lt & ~le) ? v : zero;
+      leA[w] += le ? one : zero;
+      ltB[w] += lt ? one : zero;
+      inner[w] += (lt & ~le) ? v : zero;
     }
+  }
+  for (std::size_t w = 0; w < kVectors; ++w) {
     const VD da = __builtin_convertvector(a[w], VD), db = __builtin_convertvector(b[w], VD);
-    const VD copiesA = __builtin_convertvector(leA, VD) - static_cast<double>(r0);
-    const VD copiesB = static_cast<double>(r1) - __builtin_convertvector(ltB, VD);
-    const VD between = __builtin_convertvector(inner, VD) + copiesA * da + copiesB * db;
+    const VD copiesA = __builtin_convertvector(leA[w], VD) - static_cast<double>(r0);
+    const VD copiesB = static_cast<double>(r1) - __builtin_convertvector(ltB[w], VD);
+    const VD between = __builtin_convertvector(inner[w], VD) + copiesA * da + copiesB * db;
     const auto same = __builtin_convertvector(a[w] == b[w], decltype(da < db));
     sum[w] = same ? static_cast<double>(r1 - r0) * da : between;
   }

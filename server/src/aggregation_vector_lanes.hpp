@@ -26,4 +26,58 @@ V splat(float x) {
   return V{} + x;
 }
 
+// minLanes(a, b) = b < a ? b : a and maxLanes(a, b) = a < b ? b : a, lane
+// by lane, and whether any lane of a compare result is set. On x86 each is
+// one instruction (EDGEFL_LANES_X86: 1 SSE, 2 AVX2, 3 AVX-512, set by
+// aggregation_isa.cpp); x86's min and max return their second operand when
+// the two compare equal, so the operands are swapped to keep the same
+// result for -0 and +0, and every build returns the same bits. The
+// compiler does not pick these by itself where a min and a max share one
+// compare: it emits the compare and two blends.
+#if EDGEFL_LANES_X86 == 3
+// The zero-masking forms with every lane kept: the plain ones start from an
+// undefined vector, which GCC 12 warns about.
+V minLanes(V a, V b) {
+  return _mm512_maskz_min_ps(static_cast<__mmask16>(0xffff), b, a);
+}
+V maxLanes(V a, V b) {
+  return _mm512_maskz_max_ps(static_cast<__mmask16>(0xffff), b, a);
+}
+bool any(VI mask) {
+  return _mm512_movepi32_mask(__builtin_bit_cast(__m512i, mask)) != 0;
+}
+#elif EDGEFL_LANES_X86 == 2
+V minLanes(V a, V b) {
+  return _mm256_min_ps(b, a);
+}
+V maxLanes(V a, V b) {
+  return _mm256_max_ps(b, a);
+}
+bool any(VI mask) {
+  return _mm256_movemask_ps(__builtin_bit_cast(__m256, mask)) != 0;
+}
+#elif EDGEFL_LANES_X86 == 1
+V minLanes(V a, V b) {
+  return _mm_min_ps(b, a);
+}
+V maxLanes(V a, V b) {
+  return _mm_max_ps(b, a);
+}
+bool any(VI mask) {
+  return _mm_movemask_ps(__builtin_bit_cast(__m128, mask)) != 0;
+}
+#else
+V minLanes(V a, V b) {
+  return b < a ? b : a;
+}
+V maxLanes(V a, V b) {
+  return a < b ? b : a;
+}
+bool any(VI mask) {
+  std::int32_t bits = 0;
+  for (std::size_t l = 0; l < kWidth; ++l) bits |= mask[l];
+  return bits != 0;
+}
+#endif
+
 }  // namespace

@@ -13,6 +13,7 @@
 #include <random>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../../server/src/aggregation_robust.hpp"
@@ -120,6 +121,38 @@ TEST(AggregationKernels, TrimmedMeanOfEveryBuildMatchesTheReference) {
             const double largest = std::max(std::abs(c.front()), std::abs(c.back()));
             ASSERT_NEAR(got[j], want, 1e-5 * (std::abs(want) + largest))
                 << build.name << " kind " << kind << " n=" << n << " trim=" << trim << " j=" << j;
+          }
+        }
+      }
+    }
+  }
+}
+
+// Groups of 16, 32 or 64 coordinates per build, each narrowed until its
+// slowest lane is done: the trimmed mean's sums and every median must
+// still be the baseline's bits, whatever lanes share a group.
+TEST(AggregationKernels, RobustKernelsOfEveryBuildReturnTheBaselineBits) {
+  std::mt19937_64 rng(53);
+  const auto builds = buildsThisCpuRuns();
+  ASSERT_EQ(builds.front().name, "baseline");
+  for (int kind = 0; kind < 4; ++kind) {
+    for (std::size_t n : {25, 40, 101, 300}) {
+      // Widths that end inside a vector, a group and a block of every build.
+      for (std::size_t p : {std::size_t{5}, std::size_t{64 * 3 + 40}}) {
+        Rows r(n, p, kind, rng);
+        for (auto [r0, r1] : {std::pair{(n - 1) / 2, n / 2 + 1}, std::pair{n / 10, n - n / 10},
+                              std::pair{std::size_t{1}, n - 3}}) {
+          std::vector<float> want(p);
+          Scratch scratch;
+          builds.front().kernel(r.rows, r.scales, p, r0, r1, want, scratch);
+          for (const Build& build : builds) {
+            std::vector<float> got(p);
+            build.kernel(r.rows, r.scales, p, r0, r1, got, scratch);
+            for (std::size_t j = 0; j < p; ++j) {
+              ASSERT_EQ(std::bit_cast<std::uint32_t>(got[j]), std::bit_cast<std::uint32_t>(want[j]))
+                  << build.name << " kind " << kind << " n=" << n << " p=" << p << " ranks [" << r0
+                  << ", " << r1 << ") j=" << j << " got " << got[j] << " baseline " << want[j];
+            }
           }
         }
       }

@@ -233,11 +233,12 @@ const char* instructionSet();
 
 // Per coordinate j, the median of {scales[i] * rows[i][j]} (the mean of the
 // two middle values when n is even) and the mean after dropping the
-// `trimPerEnd` lowest and highest values (2 * trimPerEnd < n). Coordinates
-// are gathered in blocks of 16 into a transposed buffer of n x 16 floats, so
-// each client's values are read as whole cache lines; small n is sorted with
-// a Batcher network across the 16 lanes, larger n selected by counting
-// passes over the block (see aggregation_robust.cpp).
+// `trimPerEnd` lowest and highest values (2 * trimPerEnd < n). Small n is
+// sorted with a Batcher network, one vector of coordinates at a time; for
+// larger n, coordinates are gathered in blocks of 64 into a transposed
+// buffer of n x 64 floats, so each client's values are read as whole cache
+// lines, and selected by counting passes over the block (see
+// aggregation_isa.cpp).
 void coordinateMedian(std::span<const float* const> rows, std::span<const float> scales,
                       std::size_t p, std::span<float> out, Scratch& scratch);
 void trimmedMean(std::span<const float* const> rows, std::span<const float> scales, std::size_t p,
