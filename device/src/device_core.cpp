@@ -168,10 +168,13 @@ Status DeviceCore::openStorage() {
   }
   files_ = std::make_unique<ModelFiles>(config_.storageDir / "models", config_.durableWrites);
   EDGEFL_TRY(files_->prepare());
+  pendingFiles_ =
+      std::make_unique<ModelFiles>(config_.storageDir / "pending", config_.durableWrites);
+  EDGEFL_TRY(pendingFiles_->prepare());
   auto db = DeviceDb::open(config_.storageDir / "device.db", config_.durableWrites);
   if (!db.ok()) return db.error();
   db_ = std::move(db.value());
-  state_ = std::make_unique<DeviceState>(*db_);
+  state_ = std::make_unique<DeviceState>(*db_, pendingFiles_.get());
   if (config_.sampleStore == SampleStoreKind::Sqlite) {
     auto store = SqliteSampleStore::open(*db_, config_.limits.maxStoredSamples);
     if (!store.ok()) return store.error();
@@ -202,9 +205,24 @@ Status DeviceCore::openStorage() {
       sentRounds_.insert(static_cast<std::uint64_t>(st.integer(0)));
     }
   }
-  auto pending = state_->pendingUpdates();
+  std::vector<LostPending> lost;
+  auto pending = state_->pendingUpdates(&lost);
   if (!pending.ok()) return pending.error();
   for (auto& p : pending.value()) pending_.push_back(PendingEntry{std::move(p), 0});
+  // An update that cannot be read back cannot be resent: say so and drop
+  // its row, keep the others.
+  if (!lost.empty()) {
+    lastError_ = str(lost.size()) + " pending update(s) lost:";
+    for (const LostPending& l : lost) {
+      lastError_ += " round " + str(l.round) + ": " + l.reason + ";";
+      Status dropped = state_->dropPending(l.round);
+      if (!dropped.ok()) return dropped;
+    }
+    log_.error(lastError_);
+  }
+  // Files no row names: a crash between writing one and its commit, or
+  // between a commit that dropped a row and the file's removal.
+  state_->removeUnreferencedPendingFiles();
 
   std::lock_guard lock(mu_);
   deploy_ = std::move(deployments.value());
@@ -1072,7 +1090,7 @@ DeviceStatus DeviceCore::statusLocked() const {
   s.healthCheckFailures = static_cast<std::uint32_t>(healthFailures_);
   s.lastError = lastError_;
   s.samplesStored = store_->size();
-  s.storageBytes = db_->fileBytes() + files_->bytesUsed() +
+  s.storageBytes = db_->fileBytes() + files_->bytesUsed() + pendingFiles_->bytesUsed() +
                    (config_.sampleStore == SampleStoreKind::Memory ? store_->bytesUsed() : 0);
   s.newSamples = newSamples_;
   s.pendingUpdates = static_cast<std::uint32_t>(pending_.size());

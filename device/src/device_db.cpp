@@ -7,8 +7,11 @@
 namespace edgefl::device {
 namespace {
 
-// Version 1: the first schema. A later version adds a step to migrate().
-constexpr int kSchemaVersion = 1;
+// Version 1: the first schema. Version 2: a pending update's envelope may
+// live in a file of <storageDir>/pending (`file`, `envelope_bytes`), with an
+// empty `envelope`; rows of version 1 keep theirs inline. A later version
+// adds a step to migrate().
+constexpr int kSchemaVersion = 2;
 
 constexpr const char* kSchemaV1 = R"sql(
 CREATE TABLE samples(
@@ -260,10 +263,19 @@ Status DeviceDb::migrate() {
                          "; this runtime knows up to " + std::to_string(kSchemaVersion));
   }
   if (version == 0) {
-    return transaction(Durability::Full, [&]() -> Status {
+    EDGEFL_TRY(transaction(Durability::Full, [&]() -> Status {
       EDGEFL_TRY(exec(kSchemaV1));
       return exec("PRAGMA user_version=1");
-    });
+    }));
+    version = 1;
+  }
+  if (version == 1) {
+    EDGEFL_TRY(transaction(Durability::Full, [&]() -> Status {
+      EDGEFL_TRY(
+          exec("ALTER TABLE pending ADD COLUMN file TEXT; "
+               "ALTER TABLE pending ADD COLUMN envelope_bytes INTEGER"));
+      return exec("PRAGMA user_version=2");
+    }));
   }
   return {};
 }

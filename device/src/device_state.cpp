@@ -1,6 +1,8 @@
 #include "edgefl/device/device_state.hpp"
 
 #include <cstring>
+#include <filesystem>
+#include <set>
 
 namespace edgefl::device {
 namespace {
@@ -203,34 +205,112 @@ Result<bool> DeviceState::roundSent(std::uint64_t round) const {
   return st.step();
 }
 
-Result<std::vector<PendingUpdate>> DeviceState::pendingUpdates() const {
+std::string DeviceState::pendingFileName(std::uint64_t round) {
+  return "round-" + std::to_string(round) + ".update";
+}
+
+Result<std::vector<PendingUpdate>> DeviceState::pendingUpdates(
+    std::vector<LostPending>* lost) const {
   auto held = db_.lock();
   std::vector<PendingUpdate> out;
   Statement st(db_,
-               "SELECT round, envelope, payload_digest, deadline, created_at FROM pending "
-               "ORDER BY round");
+               "SELECT round, envelope, payload_digest, deadline, created_at, file, "
+               "envelope_bytes FROM pending ORDER BY round");
   for (;;) {
     auto row = st.step();
     if (!row.ok()) return row.error();
     if (!*row) break;
     PendingUpdate p;
     p.round = static_cast<std::uint64_t>(st.integer(0));
-    ByteView envelope = st.blob(1);
-    p.envelope.assign(envelope.begin(), envelope.end());
     auto digest = digestFromBlob(st.blob(2));
     if (!digest) return makeError(Code::IoError, "corrupt pending row " + std::to_string(p.round));
     p.payloadDigest = *digest;
     p.deadline = st.integer(3);
     p.createdAt = st.integer(4);
+    if (st.isNull(5)) {
+      ByteView envelope = st.blob(1);
+      p.envelope.assign(envelope.begin(), envelope.end());
+    } else {
+      const std::string file = st.text(5);
+      const std::int64_t size = st.integer(6);
+      std::string reason;
+      if (pendingFiles_ == nullptr) {
+        reason = "stored in " + file + " but no pending directory is open";
+      } else if (size <= 0) {
+        reason = "corrupt pending row: envelope of " + std::to_string(size) + " bytes";
+      } else {
+        auto bytes = pendingFiles_->read(file, static_cast<std::size_t>(size));
+        if (!bytes.ok()) {
+          reason = bytes.error().toString();
+        } else if (bytes->size() != static_cast<std::size_t>(size)) {
+          reason = file + " holds " + std::to_string(bytes->size()) + " bytes, not the " +
+                   std::to_string(size) + " recorded";
+        } else {
+          p.envelope = std::move(bytes.value());
+        }
+      }
+      if (!reason.empty()) {
+        if (lost != nullptr) lost->push_back({p.round, reason});
+        continue;
+      }
+    }
     out.push_back(std::move(p));
   }
   return out;
 }
 
+void DeviceState::removeUnreferencedPendingFiles() const {
+  if (pendingFiles_ == nullptr) return;
+  std::set<std::string> named;
+  {
+    auto held = db_.lock();
+    Statement st(db_, "SELECT file FROM pending WHERE file IS NOT NULL");
+    for (;;) {
+      auto row = st.step();
+      // Unsure which files are named: remove none.
+      if (!row.ok()) return;
+      if (!*row) break;
+      named.insert(st.text(0));
+    }
+  }
+  pendingFiles_->removeUnless([&](const std::string& name) { return named.count(name) != 0; });
+}
+
+Result<std::string> DeviceState::deletePendingRow(std::uint64_t round) {
+  std::string file;
+  {
+    Statement s(db_, "SELECT file FROM pending WHERE round = ?1");
+    s.bind(1, static_cast<std::int64_t>(round));
+    auto row = s.step();
+    if (!row.ok()) return row.error();
+    if (*row && !s.isNull(0)) file = s.text(0);
+  }
+  Statement s(db_, "DELETE FROM pending WHERE round = ?1");
+  s.bind(1, static_cast<std::int64_t>(round));
+  EDGEFL_TRY(s.run());
+  return file;
+}
+
+void DeviceState::removePendingFile(const std::string& file) const {
+  if (file.empty() || pendingFiles_ == nullptr) return;
+  std::error_code ec;
+  // A failure leaves a file no row names, which the next open removes.
+  std::filesystem::remove(pendingFiles_->pathOf(file), ec);
+}
+
 Status DeviceState::recordBuiltUpdate(const PendingUpdate& update, const Residual* residual,
                                       std::uint32_t maxPending, std::uint32_t* dropped) {
+  // The file first, whole: a row is never committed naming a file that is
+  // not there.
+  std::string file;
+  if (pendingFiles_ != nullptr) {
+    file = pendingFileName(update.round);
+    EDGEFL_TRY(pendingFiles_->write(file, update.envelope));
+  }
   std::uint32_t droppedCount = 0;
+  std::vector<std::string> droppedFiles;
   Status st = db_.transaction(Durability::Full, [&]() -> Status {
+    droppedFiles.clear();
     {
       Statement s(db_, "INSERT OR REPLACE INTO rounds(round, sent_at) VALUES(?1, ?2)");
       s.bind(1, static_cast<std::int64_t>(update.round)).bind(2, update.createdAt);
@@ -239,12 +319,14 @@ Status DeviceState::recordBuiltUpdate(const PendingUpdate& update, const Residua
     {
       Statement s(db_,
                   "INSERT OR REPLACE INTO pending(round, envelope, payload_digest, deadline, "
-                  "created_at) VALUES(?1, ?2, ?3, ?4, ?5)");
+                  "created_at, file, envelope_bytes) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
       s.bind(1, static_cast<std::int64_t>(update.round))
-          .bind(2, ByteView(update.envelope))
+          .bind(2, file.empty() ? ByteView(update.envelope) : ByteView())
           .bind(3, ByteView(update.payloadDigest))
           .bind(4, update.deadline)
-          .bind(5, update.createdAt);
+          .bind(5, update.createdAt)
+          .bind(7, static_cast<std::int64_t>(update.envelope.size()));
+      bindOptionalText(s, 6, file);
       EDGEFL_TRY(s.run());
     }
     {
@@ -253,12 +335,23 @@ Status DeviceState::recordBuiltUpdate(const PendingUpdate& update, const Residua
       if (!row.ok()) return row.error();
       const auto n = static_cast<std::uint64_t>(count.integer(0));
       if (n > maxPending) {
-        droppedCount = static_cast<std::uint32_t>(n - maxPending);
-        Statement del(db_,
-                      "DELETE FROM pending WHERE round IN "
-                      "(SELECT round FROM pending ORDER BY round LIMIT ?1)");
-        del.bind(1, static_cast<std::int64_t>(droppedCount));
-        EDGEFL_TRY(del.run());
+        std::vector<std::uint64_t> oldest;
+        {
+          Statement q(db_, "SELECT round FROM pending ORDER BY round LIMIT ?1");
+          q.bind(1, static_cast<std::int64_t>(n - maxPending));
+          for (;;) {
+            auto r = q.step();
+            if (!r.ok()) return r.error();
+            if (!*r) break;
+            oldest.push_back(static_cast<std::uint64_t>(q.integer(0)));
+          }
+        }
+        for (std::uint64_t round : oldest) {
+          auto removed = deletePendingRow(round);
+          if (!removed.ok()) return removed.error();
+          if (!removed->empty()) droppedFiles.push_back(*removed);
+        }
+        droppedCount = static_cast<std::uint32_t>(oldest.size());
       }
     }
     if (residual != nullptr) {
@@ -291,32 +384,50 @@ Status DeviceState::recordBuiltUpdate(const PendingUpdate& update, const Residua
     return s.run();
   });
   if (dropped != nullptr) *dropped = st.ok() ? droppedCount : 0;
+  if (!st.ok()) {
+    // Not recorded: the file is no row's unless an earlier row of the same
+    // round names it.
+    if (!file.empty()) {
+      auto held = db_.lock();
+      Statement s(db_, "SELECT 1 FROM pending WHERE file = ?1");
+      s.bind(1, std::string_view(file));
+      auto row = s.step();
+      if (row.ok() && !*row) removePendingFile(file);
+    }
+    return st;
+  }
+  for (const std::string& f : droppedFiles) removePendingFile(f);
   return st;
 }
 
 Status DeviceState::recordAck(std::uint64_t round, std::string_view verdict,
                               std::string_view reason, bool keepPending) {
-  return db_.transaction(Durability::Full, [&]() -> Status {
-    {
-      Statement s(db_,
-                  "INSERT INTO rounds(round, sent_at, verdict, reason) VALUES(?1, 0, ?2, ?3) "
-                  "ON CONFLICT(round) DO UPDATE SET verdict = ?2, reason = ?3");
-      s.bind(1, static_cast<std::int64_t>(round)).bind(2, verdict).bind(3, reason);
-      EDGEFL_TRY(s.run());
-    }
-    if (keepPending) return {};
-    Statement s(db_, "DELETE FROM pending WHERE round = ?1");
-    s.bind(1, static_cast<std::int64_t>(round));
+  auto recordVerdict = [&]() -> Status {
+    Statement s(db_,
+                "INSERT INTO rounds(round, sent_at, verdict, reason) VALUES(?1, 0, ?2, ?3) "
+                "ON CONFLICT(round) DO UPDATE SET verdict = ?2, reason = ?3");
+    s.bind(1, static_cast<std::int64_t>(round)).bind(2, verdict).bind(3, reason);
     return s.run();
-  });
+  };
+  if (keepPending) return db_.transaction(Durability::Full, recordVerdict);
+  return dropPendingWith(round, recordVerdict);
 }
 
 Status DeviceState::dropPending(std::uint64_t round) {
-  return db_.transaction(Durability::Full, [&]() -> Status {
-    Statement s(db_, "DELETE FROM pending WHERE round = ?1");
-    s.bind(1, static_cast<std::int64_t>(round));
-    return s.run();
+  return dropPendingWith(round, [] { return Status{}; });
+}
+
+Status DeviceState::dropPendingWith(std::uint64_t round, const std::function<Status()>& also) {
+  std::string file;
+  Status st = db_.transaction(Durability::Full, [&]() -> Status {
+    EDGEFL_TRY(also());
+    auto removed = deletePendingRow(round);
+    if (!removed.ok()) return removed.error();
+    file = removed.value();
+    return {};
   });
+  if (st.ok()) removePendingFile(file);
+  return st;
 }
 
 Result<std::optional<Residual>> DeviceState::residual(const std::string& arch) const {

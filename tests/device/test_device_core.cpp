@@ -636,6 +636,90 @@ TEST_F(CoreTest, PendingUpdatesSurviveARestartAndExpireWithTheirRound) {
   EXPECT_EQ(open(config())->status().pendingUpdates, 0u);
 }
 
+// The envelope of a pending update is a file of its own, the bytes that are
+// published; the row names it, and the ack removes both.
+TEST_F(CoreTest, PendingEnvelopesAreFilesRemovedWithTheirRow) {
+  transport.up = false;
+  auto core = open(config());
+  ASSERT_TRUE(deploy(*core, model).ok());
+  observe(*core, 20);
+  ASSERT_TRUE(
+      core->handleMessage(roundTopic("demo"),
+                          fleet.roundTask({.round = 3, .baseDigest = parameterDigest(model)}))
+          .ok());
+  const fs::path storage = config().storageDir;
+  const fs::path file = storage / "pending" / device::DeviceState::pendingFileName(3);
+  ASSERT_TRUE(fs::exists(file));
+  const std::uint64_t statusBytes = core->status().storageBytes;
+  EXPECT_GE(statusBytes, fs::file_size(file));
+  transport.up = true;
+  core->handleConnected();
+  const auto sent = transport.on(deviceTopic("demo", "dev-1", "update"));
+  ASSERT_EQ(sent.size(), 1u);
+  auto stored = readFileBytes(file.string(), 1 << 24);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored.value(), sent[0].payload);
+  {
+    // The row holds the file's name and size, not the bytes.
+    auto db = device::DeviceDb::open(storage / "device.db", true);
+    ASSERT_TRUE(db.ok());
+    device::Statement st(*db.value(), "SELECT length(envelope), file, envelope_bytes FROM pending");
+    ASSERT_TRUE(st.step().value());
+    EXPECT_EQ(st.integer(0), 0);
+    EXPECT_EQ(st.text(1), device::DeviceState::pendingFileName(3));
+    EXPECT_EQ(st.integer(2), static_cast<std::int64_t>(sent[0].payload.size()));
+  }
+  ASSERT_TRUE(core->handleMessage(deviceTopic("demo", "dev-1", "ack"), fleet.ack("dev-1", 3)).ok());
+  EXPECT_EQ(core->status().pendingUpdates, 0u);
+  EXPECT_FALSE(fs::exists(file));
+  EXPECT_TRUE(fs::is_empty(storage / "pending"));
+}
+
+// A pending file cut short or gone cannot be resent: the open reports it
+// and drops its row, resends the rest, and removes files no row names.
+TEST_F(CoreTest, APendingFileThatCannotBeReadIsReportedAndDropped) {
+  transport.up = false;
+  auto core = open(config());
+  ASSERT_TRUE(deploy(*core, model).ok());
+  observe(*core, 20);
+  for (std::uint64_t r : {3, 4, 5}) {
+    ASSERT_TRUE(
+        core->handleMessage(roundTopic("demo"),
+                            fleet.roundTask({.round = r, .baseDigest = parameterDigest(model)}))
+            .ok());
+  }
+  ASSERT_EQ(core->status().pendingUpdates, 3u);
+  core.reset();
+  const fs::path dir = config().storageDir / "pending";
+  fs::resize_file(dir / device::DeviceState::pendingFileName(3), 100);
+  fs::remove(dir / device::DeviceState::pendingFileName(5));
+  std::ofstream(dir / device::DeviceState::pendingFileName(99)) << "no row names this";
+  std::ofstream(dir / "round-6.update.tmp") << "a write cut short";
+
+  core = open(config());
+  DeviceStatus s = core->status();
+  EXPECT_EQ(s.pendingUpdates, 1u);
+  EXPECT_NE(s.lastError.find("2 pending update(s) lost"), std::string::npos) << s.lastError;
+  EXPECT_NE(
+      s.lastError.find("round 3: " + device::DeviceState::pendingFileName(3) + " holds 100 bytes"),
+      std::string::npos)
+      << s.lastError;
+  EXPECT_NE(s.lastError.find("round 5: "), std::string::npos) << s.lastError;
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename().string());
+  EXPECT_EQ(left, std::vector<std::string>{device::DeviceState::pendingFileName(4)});
+  transport.up = true;
+  core->handleConnected();
+  const auto sent = transport.on(deviceTopic("demo", "dev-1", "update"));
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(decodeVerified<wire::Update>(sent[0].payload, deviceRing())->root().getRound(), 4u);
+  // The lost rows are gone: the next open finds nothing to report.
+  core.reset();
+  core = open(config());
+  EXPECT_EQ(core->status().pendingUpdates, 1u);
+  EXPECT_EQ(core->status().lastError, "");
+}
+
 TEST_F(CoreTest, PendingUpdatesAreBounded) {
   DeviceConfig c = config();
   c.limits.maxPendingUpdates = 2;
@@ -657,6 +741,14 @@ TEST_F(CoreTest, PendingUpdatesAreBounded) {
   ASSERT_EQ(sent.size(), 2u);  // the newest two
   EXPECT_EQ(decodeVerified<wire::Update>(sent[0].payload, deviceRing())->root().getRound(), 3u);
   EXPECT_EQ(decodeVerified<wire::Update>(sent[1].payload, deviceRing())->root().getRound(), 4u);
+  // The files of the rounds dropped went with their rows.
+  std::vector<std::string> files;
+  for (const auto& e : fs::directory_iterator(config().storageDir / "pending")) {
+    files.push_back(e.path().filename().string());
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_EQ(files, (std::vector<std::string>{device::DeviceState::pendingFileName(3),
+                                             device::DeviceState::pendingFileName(4)}));
 }
 
 TEST_F(CoreTest, TopKResidualIsKeptDurably) {

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <filesystem>
+
 #include "edgefl/device/device_state.hpp"
 #include "support/broker.hpp"
 
@@ -112,6 +114,55 @@ TEST(DeviceDb, RefusesANewerSchemaAndReportsIoErrors) {
   sqlite3_close(raw);
   EXPECT_EQ(DeviceDb::open(file, true).code(), Code::Unsupported);
   EXPECT_EQ(DeviceDb::open(tmp.path() / "missing-dir" / "device.db", true).code(), Code::IoError);
+}
+
+// A database of schema version 1 keeps its pending envelopes inline: the
+// open migrates it to version 2, and those rows read back as they were,
+// next to rows whose envelope is a file.
+TEST(DeviceDb, VersionOnePendingEnvelopesReadBackAfterTheMigration) {
+  test::TempDir tmp;
+  const auto file = tmp.path() / "device.db";
+  { openDb(file); }
+  sqlite3* raw = nullptr;
+  ASSERT_EQ(sqlite3_open(file.c_str(), &raw), SQLITE_OK);
+  // Back to version 1's table, with one update stored inline.
+  ASSERT_EQ(sqlite3_exec(raw,
+                         "ALTER TABLE pending DROP COLUMN file; "
+                         "ALTER TABLE pending DROP COLUMN envelope_bytes; "
+                         "INSERT INTO pending VALUES(7, x'0102030405', zeroblob(32), 0, 11); "
+                         "PRAGMA user_version=1",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(raw);
+  sqlite3_close(raw);
+
+  auto db = openDb(file);
+  {
+    Statement st(*db, "PRAGMA user_version");
+    ASSERT_TRUE(st.step().value());
+    EXPECT_EQ(st.integer(0), 2);
+  }
+  ModelFiles files(tmp.path() / "pending", true);
+  ASSERT_TRUE(files.prepare().ok());
+  DeviceState state(*db, &files);
+  PendingUpdate next;
+  next.round = 8;
+  next.envelope = Bytes(1000, 0xab);
+  next.createdAt = 12;
+  ASSERT_TRUE(state.recordBuiltUpdate(next, nullptr, 10, nullptr).ok());
+  EXPECT_TRUE(std::filesystem::exists(files.pathOf(DeviceState::pendingFileName(8))));
+  auto pending = state.pendingUpdates();
+  ASSERT_TRUE(pending.ok()) << pending.error().toString();
+  ASSERT_EQ(pending->size(), 2u);
+  EXPECT_EQ((*pending)[0].round, 7u);
+  EXPECT_EQ((*pending)[0].envelope, (Bytes{1, 2, 3, 4, 5}));
+  EXPECT_EQ((*pending)[0].createdAt, 11);
+  EXPECT_EQ((*pending)[1].round, 8u);
+  EXPECT_EQ((*pending)[1].envelope, next.envelope);
+  ASSERT_TRUE(state.dropPending(8).ok());
+  EXPECT_FALSE(std::filesystem::exists(files.pathOf(DeviceState::pendingFileName(8))));
+  ASSERT_TRUE(state.recordAck(7, "accepted", "", false).ok());
+  EXPECT_TRUE(state.pendingUpdates()->empty());
 }
 
 TEST(DeviceDb, TransactionsRollBackOnError) {

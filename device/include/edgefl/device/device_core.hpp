@@ -160,6 +160,7 @@ class DeviceCore {
   std::unique_ptr<DeviceState> state_;
   std::unique_ptr<SampleStore> store_;
   std::unique_ptr<ModelFiles> files_;
+  std::unique_ptr<ModelFiles> pendingFiles_;  // envelopes of pending updates
   std::shared_ptr<ModelCache> cache_;
   std::unique_ptr<UpdateBuilder> builder_;
   std::string topicStable_, topicCanary_, topicRound_, topicAck_;

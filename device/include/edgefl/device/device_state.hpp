@@ -4,15 +4,27 @@
 // the active, previous and shadow slots), the rounds an update was sent
 // for, updates waiting for an Ack, top-k residuals, and counters. Every
 // change is one transaction with Durability::Full.
+//
+// The envelope of a pending update (the whole signed update, 400 KB for an
+// mlp) is written as its own file in <storageDir>/pending, whole or not at
+// all (ModelFiles), before the transaction that records the row naming it;
+// the row is deleted before the file. Through the database the same bytes
+// went into the WAL and again into the database at the next checkpoint,
+// read back through a page cache smaller than they are; a file is written
+// once. So a crash leaves at most a file no row names (removed at the next
+// open), and a row whose file is missing or cut short is reported and
+// dropped rather than resent.
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "edgefl/device/device_db.hpp"
+#include "edgefl/device/model_files.hpp"
 #include "edgefl/shared/bytes.hpp"
 #include "edgefl/shared/result.hpp"
 #include "edgefl/shared/signing.hpp"
@@ -77,6 +89,12 @@ struct PendingUpdate {
   std::int64_t createdAt = 0;
 };
 
+// A pending update whose stored envelope cannot be read back.
+struct LostPending {
+  std::uint64_t round = 0;
+  std::string reason;
+};
+
 struct Residual {
   std::string arch;
   Digest baseDigest{};
@@ -93,7 +111,10 @@ inline constexpr const char* kLastRound = "last_round";
 
 class DeviceState {
  public:
-  explicit DeviceState(DeviceDb& db) : db_(db) {}
+  // `pendingFiles`: where envelopes of pending updates go; null keeps them
+  // in the database.
+  explicit DeviceState(DeviceDb& db, const ModelFiles* pendingFiles = nullptr)
+      : db_(db), pendingFiles_(pendingFiles) {}
 
   Result<DeploymentState> loadDeployments() const;
   // Replaces the stored deployment state with `state` in one transaction.
@@ -104,7 +125,12 @@ class DeviceState {
   Status addCounter(const char* name, std::uint64_t delta);
 
   Result<bool> roundSent(std::uint64_t round) const;
-  Result<std::vector<PendingUpdate>> pendingUpdates() const;
+  // The pending updates in round order, envelopes read back; rows whose
+  // envelope file cannot be read (missing, not the recorded size) are left
+  // out and listed in `*lost` if given.
+  Result<std::vector<PendingUpdate>> pendingUpdates(std::vector<LostPending>* lost = nullptr) const;
+  // Removes the files in `pendingFiles` that no pending row names.
+  void removeUnreferencedPendingFiles() const;
   // One transaction: the round is marked sent, the update becomes pending
   // (the oldest pending beyond `maxPending` are dropped and counted in
   // `*dropped`), the residual (if any) replaces the stored one for its
@@ -117,8 +143,19 @@ class DeviceState {
   Status dropPending(std::uint64_t round);
   Result<std::optional<Residual>> residual(const std::string& arch) const;
 
+  static std::string pendingFileName(std::uint64_t round);
+
  private:
+  // Deletes the pending row of `round` (inside a transaction) and returns
+  // the file it named, if any, to remove after the commit.
+  Result<std::string> deletePendingRow(std::uint64_t round);
+  // One transaction: `also`, then the pending row of `round` goes; its file
+  // after the commit.
+  Status dropPendingWith(std::uint64_t round, const std::function<Status()>& also);
+  void removePendingFile(const std::string& file) const;
+
   DeviceDb& db_;
+  const ModelFiles* pendingFiles_;
 };
 
 }  // namespace edgefl::device
