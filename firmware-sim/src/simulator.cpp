@@ -174,7 +174,14 @@ class Simulation {
         warn(summary_.stopReason);
         break;
       }
-      roundSeconds += row->seconds;
+      // The coordinator's collect phase (open until the last accepted
+      // update was recorded, in milliseconds); this side's view of the
+      // round, which also holds the close and up to a 200 ms poll, where a
+      // round has none.
+      const auto collect = row->phaseMillis.find("collect");
+      roundSeconds += collect != row->phaseMillis.end() && collect->second > 0
+                          ? collect->second / 1000.0
+                          : row->seconds;
       accepted += row->accepted;
       if (hooks_.row) hooks_.row(*row);
       summary_.rounds.push_back(std::move(row.value()));

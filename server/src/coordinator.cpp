@@ -115,6 +115,12 @@ struct Coordinator::Impl {
   std::shared_ptr<const RoundContext> verifyRound = round;
   std::int64_t roundDeadline = 0;
   std::uint64_t roundTarget = 0;  // close early at this many accepted; 0 = max_updates
+  // For the round's "collect" phase in milliseconds: when this process
+  // opened round `timedRound`, and when it last recorded an accepted update
+  // for it (whole seconds from the registry for a round resumed after a
+  // restart).
+  std::uint64_t timedRound = 0;
+  std::chrono::steady_clock::time_point timedOpened{}, timedLastAccepted{};
   std::int64_t lastRoundEnd = 0;
   CoordinatorStats stats;
   // Latest telemetry facts per device, for triggers.
@@ -416,9 +422,11 @@ struct Coordinator::Impl {
           answers.push_back(std::move(overloaded));
         }
       }
+      const auto recorded = std::chrono::steady_clock::now();
       for (const Answer& a : answers) {
         if (a.verdict == wire::Verdict::ACCEPTED) {
           ++stats.accepted;
+          if (a.round == timedRound) timedLastAccepted = recorded;
         } else {
           ++stats.rejected;
         }
@@ -643,6 +651,8 @@ struct Coordinator::Impl {
     roundTarget =
         static_cast<std::uint64_t>(std::max<std::int64_t>(0, config.rounds.targetUpdates));
     setRound(ctx);
+    timedRound = r.round;
+    timedOpened = timedLastAccepted = std::chrono::steady_clock::now();
     Bytes task = roundTaskBytes(*ctx, wire::RoundState::OPEN, r.openedAt, r.deadline, trigger);
     EDGEFL_TRY(broker->publish(roundTopic(config.fleet.name), task, true));
     info("round " + std::to_string(r.round) + " open (" + trigger + ") on v" +
@@ -673,6 +683,7 @@ struct Coordinator::Impl {
     auto ctx = round;
     if (ctx->round == 0) return;
     const auto t0 = std::chrono::steady_clock::now();
+    const std::int64_t closeStarted = nowSeconds();
     auto rec = registry.round(ctx->round);
     if (!rec.ok()) return;
     RoundRecord r = std::move(rec.value());
@@ -686,7 +697,14 @@ struct Coordinator::Impl {
       r.closedAt = nowSeconds();
       r.outcome = std::move(outcome);
       r.phaseMillis["total_close"] = millisSince(t0);
-      r.phaseMillis["collect"] = static_cast<double>(r.closedAt - r.openedAt) * 1000.0;
+      // Open until the last accepted update was recorded: what the devices,
+      // the broker and the verification took, without the wait for the
+      // tick that closes the round (until the close began if none was).
+      const auto collected = timedLastAccepted > timedOpened ? timedLastAccepted : t0;
+      r.phaseMillis["collect"] =
+          r.round == timedRound
+              ? std::chrono::duration<double, std::milli>(collected - timedOpened).count()
+              : static_cast<double>(closeStarted - r.openedAt) * 1000.0;
       (void)registry.updateRound(r);
       lastRoundEnd = r.closedAt;
       ++stats.roundsClosed;

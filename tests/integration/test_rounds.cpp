@@ -133,15 +133,23 @@ TEST(Rounds, DeadlineWithTooFewUpdatesFails) {
   fleet.config().rounds.minUpdates = 2;
   test::TestDevice d(fleet, "only");
   RunningCoordinator coordinator(fleet);
+  const auto started = std::chrono::steady_clock::now();
   ASSERT_TRUE(coordinator->startRound("manual").ok());
   ASSERT_TRUE(d.fetchModel());
   ASSERT_TRUE(d.waitRound());
   ASSERT_TRUE(sent(d.send(d.buildUpdate(trainData(), slice(0, 200)))));
   ASSERT_EQ(d.waitAck()->verdict, wire::Verdict::ACCEPTED);
+  const double untilAck =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   auto reg = registryOf(fleet);
   ASSERT_TRUE(eventually([&] { return reg.round(1)->state == server::RoundState::Failed; }, 15s));
   EXPECT_NE(reg.round(1)->outcome.find("too few updates: 1 < 2"), std::string::npos)
       << reg.round(1)->outcome;
+  // The collect phase ends with the last accepted update, in milliseconds,
+  // not at the deadline the round then waited for.
+  const double collect = reg.round(1)->phaseMillis["collect"];
+  EXPECT_GT(collect, 0.0);
+  EXPECT_LE(collect, untilAck);
   EXPECT_EQ(reg.models().size(), 1u);
   EXPECT_EQ(coordinator->openRound(), 0u);
 }

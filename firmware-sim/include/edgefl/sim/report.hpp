@@ -67,8 +67,10 @@ struct SimSummary {
   double idleBytesPerDevice = 0;
   double loadedBytesPerDevice = 0;
   std::uint64_t peakRssBytes = 0;
-  // Accepted updates per second of round time (training, signing, upload,
-  // verification, commit), and the same per core of this machine.
+  // Accepted updates per second of the rounds' collect phases (from the
+  // round's opening until its last accepted update was recorded: training,
+  // signing, upload, verification, commit), and the same per core of this
+  // machine.
   double clientRoundsPerSecond = 0;
   double clientRoundsPerSecondPerCore = 0;
   unsigned cores = 0;
