@@ -90,7 +90,8 @@ Result<CheckedDeployment> checkDeployment(ByteView envelope, Channel expected, s
   decode.maxBytes = static_cast<std::size_t>(verifier.limits.maxModelBytes);
   ModelLimits limits;
   limits.maxParameters = verifier.limits.maxModelParameters;
-  auto cached = verifier.cache.impl().get(ByteView(model.begin(), model.size()), decode, limits);
+  auto cached = verifier.cache.impl().get(verified->signer.payloadDigest,
+                                          ByteView(model.begin(), model.size()), decode, limits);
   if (!cached.ok()) return cached.error();
   out.model = std::move(cached.value());
   const Model& m = out.model->model;

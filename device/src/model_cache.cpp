@@ -9,8 +9,7 @@ std::size_t ModelCache::size() const {
 }
 
 Result<std::shared_ptr<const device::CachedModel>> ModelCache::Impl::get(
-    ByteView modelBytes, const DecodeLimits& decode, const ModelLimits& limits) {
-  const Digest key = blake2b256(modelBytes);
+    const Digest& key, ByteView modelBytes, const DecodeLimits& decode, const ModelLimits& limits) {
   {
     std::lock_guard lock(mu_);
     auto it = entries_.find(key);
@@ -25,7 +24,7 @@ Result<std::shared_ptr<const device::CachedModel>> ModelCache::Impl::get(
   if (!model.ok()) return model.error();
   auto entry = std::make_shared<device::CachedModel>();
   entry->model = std::move(model.value());
-  entry->bytesDigest = key;
+  entry->key = key;
   entry->parameterDigest = parameterDigest(entry->model);
   std::lock_guard lock(mu_);
   for (auto it = entries_.begin(); it != entries_.end();) {

@@ -960,6 +960,18 @@ TEST_F(CoreTest, ModelCacheSharesOneCopyBetweenDevices) {
     ASSERT_TRUE(deploy(*devices.back(), model).ok());
   }
   EXPECT_EQ(cache->size(), 1u);
+  // Another deployment is another entry, even of the same model; one of
+  // another model gets that model, never a cached copy of the first.
+  Model other = model;
+  for (float& x : other.parameters()) x += 0.25f;
+  other.meta().version = 2;
+  ASSERT_TRUE(deploy(*devices[3], model, {.sequence = 2}).ok());
+  ASSERT_TRUE(deploy(*devices[4], other, {.sequence = 2}).ok());
+  EXPECT_EQ(cache->size(), 3u);
+  EXPECT_EQ(devices[3]->status().activeDigest, toHex(parameterDigest(model)));
+  EXPECT_EQ(devices[4]->status().activeDigest, toHex(parameterDigest(other)));
+  EXPECT_EQ(devices[4]->status().activeVersion, 2u);
+  EXPECT_EQ(devices[0]->status().activeDigest, toHex(parameterDigest(model)));
   devices.clear();
   EXPECT_EQ(cache->size(), 0u);
 }

@@ -1,6 +1,9 @@
 #pragma once
 // The shared model cache behind edgefl::ModelCache: immutable decoded
-// models keyed by the BLAKE2b-256 of their bytes. Devices hold
+// models keyed by the signing digest of the verified deployment that
+// carried their bytes (the BLAKE2b-256 the signature check has already
+// computed over the payload that holds them; hashing the model's bytes
+// again for the key cost a device as much as that check). Devices hold
 // shared_ptr<const CachedModel>; the cache holds weak pointers, so a model
 // lives exactly as long as some device runs it.
 
@@ -16,7 +19,7 @@ namespace edgefl::device {
 
 struct CachedModel {
   Model model;
-  Digest bytesDigest{};      // BLAKE2b-256 of the Model message bytes
+  Digest key{};              // the deployment's signing digest
   Digest parameterDigest{};  // parameterDigest(model), computed once
 };
 
@@ -35,8 +38,10 @@ namespace edgefl {
 class EDGEFL_DEVICE_HIDDEN ModelCache::Impl {
  public:
   // The model decoded from `modelBytes` (modelFromBytes with these limits),
-  // shared with every other user of the same bytes. Errors: modelFromBytes'.
-  Result<std::shared_ptr<const device::CachedModel>> get(ByteView modelBytes,
+  // shared with every other user of the same `key`, which must determine
+  // the bytes: a digest of a verified payload that contains them. Errors:
+  // modelFromBytes'.
+  Result<std::shared_ptr<const device::CachedModel>> get(const Digest& key, ByteView modelBytes,
                                                          const DecodeLimits& decode,
                                                          const ModelLimits& limits);
   std::size_t size() const;
