@@ -281,12 +281,20 @@ Status DeviceDb::migrate() {
 }
 
 std::uint64_t DeviceDb::fileBytes() const {
+  auto held = lock();
+  // The files change size only with a write: measured again only after
+  // one (status() is read far more often than the database is written).
+  const sqlite3_int64 changes = sqlite3_total_changes64(db_);
+  if (fileBytesValid_ && changes == fileBytesChanges_) return fileBytes_;
   std::error_code ec;
   std::uint64_t total = 0;
   for (const char* suffix : {"", "-wal", "-shm"}) {
     auto size = std::filesystem::file_size(path_.string() + suffix, ec);
     if (!ec) total += size;
   }
+  fileBytes_ = total;
+  fileBytesChanges_ = changes;
+  fileBytesValid_ = true;
   return total;
 }
 

@@ -293,9 +293,8 @@ Result<std::string> DeviceState::deletePendingRow(std::uint64_t round) {
 
 void DeviceState::removePendingFile(const std::string& file) const {
   if (file.empty() || pendingFiles_ == nullptr) return;
-  std::error_code ec;
   // A failure leaves a file no row names, which the next open removes.
-  std::filesystem::remove(pendingFiles_->pathOf(file), ec);
+  (void)pendingFiles_->remove(file);
 }
 
 Status DeviceState::recordBuiltUpdate(const PendingUpdate& update, const Residual* residual,

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <system_error>
@@ -37,6 +38,13 @@ Status ModelFiles::prepare() const {
   std::error_code ec;
   fs::create_directories(dir_, ec);
   if (ec) return makeError(Code::IoError, "cannot create " + dir_.string() + ": " + ec.message());
+  std::uint64_t total = 0;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    std::error_code sizeError;
+    auto size = entry.file_size(sizeError);
+    if (!sizeError) total += size;
+  }
+  bytes_.store(total, std::memory_order_relaxed);
   return {};
 }
 
@@ -68,11 +76,15 @@ Status ModelFiles::write(const std::string& name, ByteView bytes) const {
     ::unlink(temp.c_str());
     return ioError("cannot close", temp, err);
   }
+  std::error_code ec;
+  const auto replaced = fs::file_size(target, ec);
   if (::rename(temp.c_str(), target.c_str()) != 0) {
     int err = errno;
     ::unlink(temp.c_str());
     return ioError("cannot rename into", target, err);
   }
+  bytes_.fetch_add(bytes.size(), std::memory_order_relaxed);
+  if (!ec) uncount(replaced);
   // The rename is durable only once the directory entry is.
   if (durable_) EDGEFL_TRY(syncDirectory(dir_));
   return {};
@@ -87,18 +99,25 @@ void ModelFiles::removeUnless(const std::function<bool(const std::string& name)>
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
     const std::string name = entry.path().filename().string();
     const bool temp = name.size() > kTempSuffix.size() && name.ends_with(kTempSuffix);
-    if (temp || !keep(name)) fs::remove(entry.path(), ec);
+    if (temp || !keep(name)) remove(name);
   }
 }
 
-std::uint64_t ModelFiles::bytesUsed() const {
+bool ModelFiles::remove(const std::string& name) const {
+  const fs::path path = dir_ / name;
   std::error_code ec;
-  std::uint64_t total = 0;
-  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    auto size = entry.file_size(ec);
-    if (!ec) total += size;
+  const auto size = fs::file_size(path, ec);
+  if (ec) return !fs::exists(path, ec);
+  if (!fs::remove(path, ec) || ec) return false;
+  uncount(size);
+  return true;
+}
+
+void ModelFiles::uncount(std::uint64_t size) const {
+  // Never below zero: a temporary of a write cut short was never counted.
+  std::uint64_t was = bytes_.load(std::memory_order_relaxed);
+  while (!bytes_.compare_exchange_weak(was, was - std::min(was, size), std::memory_order_relaxed)) {
   }
-  return total;
 }
 
 }  // namespace edgefl::device

@@ -7,6 +7,7 @@
 #include <sqlite3.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "edgefl/device/device_state.hpp"
 #include "support/broker.hpp"
@@ -163,6 +164,67 @@ TEST(DeviceDb, VersionOnePendingEnvelopesReadBackAfterTheMigration) {
   EXPECT_FALSE(std::filesystem::exists(files.pathOf(DeviceState::pendingFileName(8))));
   ASSERT_TRUE(state.recordAck(7, "accepted", "", false).ok());
   EXPECT_TRUE(state.pendingUpdates()->empty());
+}
+
+// bytesUsed() is counted along with the writes and removals, not walked;
+// it must still be what a walk of the directory finds, from files already
+// there at prepare() through replacements and removals.
+TEST(ModelFiles, BytesUsedFollowsWritesAndRemovals) {
+  test::TempDir tmp;
+  const auto dir = tmp.path() / "files";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "left.bin") << std::string(700, 'x');
+  std::ofstream(dir / "cut.bin.tmp") << std::string(50, 'y');
+  auto walked = [&] {
+    std::uint64_t total = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) total += e.file_size();
+    return total;
+  };
+  ModelFiles files(dir, false);
+  ASSERT_TRUE(files.prepare().ok());
+  EXPECT_EQ(files.bytesUsed(), 750u);
+  ASSERT_TRUE(files.write("a", Bytes(1000, 1)).ok());
+  ASSERT_TRUE(files.write("b", Bytes(300, 2)).ok());
+  EXPECT_EQ(files.bytesUsed(), walked());
+  ASSERT_TRUE(files.write("a", Bytes(10, 3)).ok());  // replaced: 1000 -> 10
+  EXPECT_EQ(files.bytesUsed(), walked());
+  EXPECT_EQ(files.bytesUsed(), 750u + 10u + 300u);
+  EXPECT_TRUE(files.remove("b"));
+  EXPECT_TRUE(files.remove("never-written"));
+  EXPECT_EQ(files.bytesUsed(), walked());
+  files.removeUnless([](const std::string& name) { return name == "a"; });
+  EXPECT_EQ(files.bytesUsed(), 10u);
+  EXPECT_EQ(files.bytesUsed(), walked());
+  // A failed write changes nothing.
+  EXPECT_FALSE(ModelFiles(tmp.path() / "missing", false).write("x", Bytes(5, 0)).ok());
+  EXPECT_EQ(files.bytesUsed(), walked());
+}
+
+// fileBytes() is measured again only after a write, and then follows it.
+TEST(DeviceDb, FileBytesFollowTheWrites) {
+  test::TempDir tmp;
+  auto db = openDb(tmp.path() / "device.db");
+  const std::uint64_t before = db->fileBytes();
+  EXPECT_GT(before, 0u);
+  DeviceState state(*db);
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_TRUE(db->transaction(Durability::Normal, [&]() -> Status {
+                    Statement st(*db,
+                                 "INSERT INTO samples(feature_count, features, label, target) "
+                                 "VALUES(1, ?1, 0, 0)");
+                    st.bind(1, ByteView(Bytes(4000, 7)));
+                    return st.run();
+                  }).ok());
+  }
+  std::uint64_t onDisk = 0;
+  for (const char* suffix : {"", "-wal", "-shm"}) {
+    std::error_code ec;
+    const auto size =
+        std::filesystem::file_size(tmp.path() / ("device.db" + std::string(suffix)), ec);
+    if (!ec) onDisk += size;
+  }
+  EXPECT_GT(db->fileBytes(), before + 50 * 4000);
+  EXPECT_EQ(db->fileBytes(), onDisk);
 }
 
 TEST(DeviceDb, TransactionsRollBackOnError) {

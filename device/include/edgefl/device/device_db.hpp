@@ -105,6 +105,10 @@ class DeviceDb {
   // Keyed by the SQL's address: callers pass string literals.
   std::unordered_map<const char*, sqlite3_stmt*> statements_;
   mutable std::recursive_mutex mu_;
+  // fileBytes() as of sqlite3_total_changes64() == fileBytesChanges_.
+  mutable bool fileBytesValid_ = false;
+  mutable std::int64_t fileBytesChanges_ = 0;
+  mutable std::uint64_t fileBytes_ = 0;
 };
 
 }  // namespace edgefl::device

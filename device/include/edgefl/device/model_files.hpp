@@ -4,6 +4,7 @@
 // directory fsynced, so a crash at any point leaves either no file or the
 // complete one (and a stray temporary that the next open removes).
 
+#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -20,7 +21,8 @@ class ModelFiles {
   // `durable` false skips the fsyncs (simulations on scratch storage).
   ModelFiles(std::filesystem::path dir, bool durable);
 
-  // Creates the directory. IoError on failure.
+  // Creates the directory and counts the bytes of what is already in it.
+  // IoError on failure.
   Status prepare() const;
   // Writes `bytes` as `name` atomically (see above). IoError on failure;
   // an existing file of that name is replaced only by a complete new one.
@@ -29,12 +31,20 @@ class ModelFiles {
   Result<Bytes> read(const std::string& name, std::size_t maxBytes) const;
   // Removes every file for which `keep` is false, and every temporary.
   void removeUnless(const std::function<bool(const std::string& name)>& keep) const;
-  std::uint64_t bytesUsed() const;
+  // Removes `name` if it is there; false if it is there and stays.
+  bool remove(const std::string& name) const;
+  // Bytes of the files in the directory, kept up to date by this object's
+  // writes and removals (DeviceStatus::storageBytes is read often: a
+  // directory walk each time cost more than the rest of a status).
+  std::uint64_t bytesUsed() const { return bytes_.load(std::memory_order_relaxed); }
   std::filesystem::path pathOf(const std::string& name) const { return dir_ / name; }
 
  private:
   std::filesystem::path dir_;
   bool durable_;
+  mutable std::atomic<std::uint64_t> bytes_{0};
+
+  void uncount(std::uint64_t size) const;
 };
 
 }  // namespace edgefl::device
