@@ -224,7 +224,9 @@ struct DeviceConfig {
   // '.' or '-' (they become topic levels, user names and file names).
   std::string deviceId;
   std::string fleet;
-  // Models, state and samples live here; created when missing.
+  // Models, state and samples live here; created when missing:
+  // device.db (state, and samples with SampleStoreKind::Sqlite), models/
+  // (deployment files), pending/ (signed updates waiting for their Ack).
   std::filesystem::path storageDir;
   // The device's Ed25519 secret key (enrolled with the fleet) and the fleet
   // root's public key, the only key the device trusts directly.
