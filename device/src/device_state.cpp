@@ -236,6 +236,10 @@ Result<std::vector<PendingUpdate>> DeviceState::pendingUpdates(
       std::string reason;
       if (pendingFiles_ == nullptr) {
         reason = "stored in " + file + " but no pending directory is open";
+      } else if (file != pendingFileName(p.round)) {
+        // Only the round's own name is read: a row naming anything else
+        // (another directory, another round's file) is corrupt.
+        reason = "corrupt pending row: names file '" + file + "'";
       } else if (size <= 0) {
         reason = "corrupt pending row: envelope of " + std::to_string(size) + " bytes";
       } else {
@@ -283,7 +287,9 @@ Result<std::string> DeviceState::deletePendingRow(std::uint64_t round) {
     s.bind(1, static_cast<std::int64_t>(round));
     auto row = s.step();
     if (!row.ok()) return row.error();
-    if (*row && !s.isNull(0)) file = s.text(0);
+    // The round's own name, whatever the row says: a corrupt row must not
+    // make the device remove any other file.
+    if (*row && !s.isNull(0)) file = pendingFileName(round);
   }
   Statement s(db_, "DELETE FROM pending WHERE round = ?1");
   s.bind(1, static_cast<std::int64_t>(round));

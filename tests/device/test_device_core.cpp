@@ -682,29 +682,41 @@ TEST_F(CoreTest, APendingFileThatCannotBeReadIsReportedAndDropped) {
   auto core = open(config());
   ASSERT_TRUE(deploy(*core, model).ok());
   observe(*core, 20);
-  for (std::uint64_t r : {3, 4, 5}) {
+  for (std::uint64_t r : {3, 4, 5, 6}) {
     ASSERT_TRUE(
         core->handleMessage(roundTopic("demo"),
                             fleet.roundTask({.round = r, .baseDigest = parameterDigest(model)}))
             .ok());
   }
-  ASSERT_EQ(core->status().pendingUpdates, 3u);
+  ASSERT_EQ(core->status().pendingUpdates, 4u);
   core.reset();
   const fs::path dir = config().storageDir / "pending";
   fs::resize_file(dir / device::DeviceState::pendingFileName(3), 100);
   fs::remove(dir / device::DeviceState::pendingFileName(5));
+  {
+    // A row naming a file other than its own: reported, and that file is
+    // neither read nor removed.
+    auto db = device::DeviceDb::open(config().storageDir / "device.db", true);
+    ASSERT_TRUE(db.ok());
+    device::Statement st(*db.value(), "UPDATE pending SET file = '../device.db' WHERE round = 6");
+    ASSERT_TRUE(st.run().ok());
+  }
   std::ofstream(dir / device::DeviceState::pendingFileName(99)) << "no row names this";
   std::ofstream(dir / "round-6.update.tmp") << "a write cut short";
 
   core = open(config());
   DeviceStatus s = core->status();
   EXPECT_EQ(s.pendingUpdates, 1u);
-  EXPECT_NE(s.lastError.find("2 pending update(s) lost"), std::string::npos) << s.lastError;
+  EXPECT_NE(s.lastError.find("3 pending update(s) lost"), std::string::npos) << s.lastError;
   EXPECT_NE(
       s.lastError.find("round 3: " + device::DeviceState::pendingFileName(3) + " holds 100 bytes"),
       std::string::npos)
       << s.lastError;
   EXPECT_NE(s.lastError.find("round 5: "), std::string::npos) << s.lastError;
+  EXPECT_NE(s.lastError.find("round 6: corrupt pending row: names file '../device.db'"),
+            std::string::npos)
+      << s.lastError;
+  EXPECT_TRUE(fs::exists(config().storageDir / "device.db"));
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename().string());
   EXPECT_EQ(left, std::vector<std::string>{device::DeviceState::pendingFileName(4)});
