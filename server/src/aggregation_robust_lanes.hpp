@@ -240,7 +240,8 @@ V nextDown(V x) {
   return down == x ? keyFloat(k - 2u) : down;
 }
 
-// Values at each end of a bracket that the last pass collects.
+// Values the last pass collects per lane, at the one end of its bracket
+// that the lane's ranks are read from (see Edge).
 constexpr std::size_t kEdge = 3;
 
 // The selection state of the ranks ra <= rb (equal, or adjacent for the

@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include "edgefl/device/device_state.hpp"
 #include "support/broker.hpp"
@@ -105,14 +106,25 @@ TEST(SqliteSampleStore, IsBoundedAndSurvivesReopening) {
   sqlite3_close(raw);
 }
 
+// Runs `sql` on `file` through a connection of its own, as another
+// program would; "" on success, else SQLite's message.
+std::string execOutside(const std::filesystem::path& file, const char* sql) {
+  sqlite3* raw = nullptr;
+  std::string error;
+  if (sqlite3_open(file.c_str(), &raw) != SQLITE_OK) {
+    error = raw != nullptr ? sqlite3_errmsg(raw) : "cannot open";
+  } else if (sqlite3_exec(raw, sql, nullptr, nullptr, nullptr) != SQLITE_OK) {
+    error = sqlite3_errmsg(raw);
+  }
+  sqlite3_close(raw);
+  return error;
+}
+
 TEST(DeviceDb, RefusesANewerSchemaAndReportsIoErrors) {
   test::TempDir tmp;
   const auto file = tmp.path() / "device.db";
   { openDb(file); }
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open(file.c_str(), &raw), SQLITE_OK);
-  ASSERT_EQ(sqlite3_exec(raw, "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
-  sqlite3_close(raw);
+  ASSERT_EQ(execOutside(file, "PRAGMA user_version=99"), "");
   EXPECT_EQ(DeviceDb::open(file, true).code(), Code::Unsupported);
   EXPECT_EQ(DeviceDb::open(tmp.path() / "missing-dir" / "device.db", true).code(), Code::IoError);
 }
@@ -124,18 +136,13 @@ TEST(DeviceDb, VersionOnePendingEnvelopesReadBackAfterTheMigration) {
   test::TempDir tmp;
   const auto file = tmp.path() / "device.db";
   { openDb(file); }
-  sqlite3* raw = nullptr;
-  ASSERT_EQ(sqlite3_open(file.c_str(), &raw), SQLITE_OK);
   // Back to version 1's table, with one update stored inline.
-  ASSERT_EQ(sqlite3_exec(raw,
-                         "ALTER TABLE pending DROP COLUMN file; "
-                         "ALTER TABLE pending DROP COLUMN envelope_bytes; "
-                         "INSERT INTO pending VALUES(7, x'0102030405', zeroblob(32), 0, 11); "
-                         "PRAGMA user_version=1",
-                         nullptr, nullptr, nullptr),
-            SQLITE_OK)
-      << sqlite3_errmsg(raw);
-  sqlite3_close(raw);
+  ASSERT_EQ(execOutside(file,
+                        "ALTER TABLE pending DROP COLUMN file; "
+                        "ALTER TABLE pending DROP COLUMN envelope_bytes; "
+                        "INSERT INTO pending VALUES(7, x'0102030405', zeroblob(32), 0, 11); "
+                        "PRAGMA user_version=1"),
+            "");
 
   auto db = openDb(file);
   {
