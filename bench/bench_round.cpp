@@ -45,6 +45,8 @@
 //                                rounds, per accepted update; cpu_ms_sim,
 //                                cpu_ms_coordinator, cpu_ms_broker split it
 //   accepted, promoted (rounds whose canary was promoted), setup_s, cores
+// This process makes the allocator setting edgefl-sim makes
+// (keepFreedMemoryForReuse); the coordinator makes it itself.
 // start_s and rollout_s are seen by the simulator's 200 ms polling and the
 // coordinator's 100 ms tick, so each carries up to ~0.3 s of wait.
 
@@ -73,6 +75,7 @@
 
 #include "edgefl/server/coordinator_config.hpp"
 #include "edgefl/shared/log.hpp"
+#include "edgefl/shared/process.hpp"
 #include "edgefl/shared/result.hpp"
 #include "edgefl/sim/simulator.hpp"
 #include "edgefl/tools/fleet.hpp"
@@ -480,4 +483,13 @@ BENCHMARK(Round)
     ->UseManualTime()
     ->Unit(benchmark::kSecond);
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // The simulator runs in this process, set up as edgefl-sim sets up its own.
+  const std::string allocator = edgefl::keepFreedMemoryForReuse();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::AddCustomContext("allocator", allocator);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

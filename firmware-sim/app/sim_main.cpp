@@ -12,6 +12,7 @@
 #include <iostream>
 #include <mutex>
 
+#include "edgefl/shared/process.hpp"
 #include "edgefl/sim/simulator.hpp"
 
 namespace {
@@ -136,6 +137,9 @@ int main(int argc, char** argv) {
     std::cout << sim::rowText(row) << std::endl;
   };
 
+  // Each virtual device builds, signs and stores an update of the model's
+  // size every round: from the heap, not from new pages each time.
+  hooks.log(LogLevel::Info, keepFreedMemoryForReuse());
   auto result = sim::runSimulation(config, hooks);
   if (!result.ok()) {
     std::cerr << "edgefl-sim: " << result.error().toString() << "\n";

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "edgefl/server/coordinator.hpp"
+#include "edgefl/shared/process.hpp"
 
 namespace {
 std::atomic<bool> stopRequested{false};
@@ -34,7 +35,11 @@ int main(int argc, char** argv) {
     std::cerr << "edgefl-coordinator: " << config.error().toString() << "\n";
     return 2;
   }
-  auto coordinator = edgefl::server::Coordinator::open(*config, edgefl::stderrSink(min));
+  const edgefl::LogSink log = edgefl::stderrSink(min);
+  // Every update is copied into fresh buffers of its size (400 KB for an
+  // mlp): from the heap, not from new pages each time.
+  log(edgefl::LogLevel::Info, edgefl::keepFreedMemoryForReuse());
+  auto coordinator = edgefl::server::Coordinator::open(*config, log);
   if (!coordinator.ok()) {
     std::cerr << "edgefl-coordinator: " << coordinator.error().toString() << "\n";
     return 1;

@@ -1,0 +1,29 @@
+#include "edgefl/shared/process.hpp"
+
+#include <malloc.h>
+
+#include <cstdlib>
+#include <string_view>
+
+namespace edgefl {
+
+namespace {
+// glibc's largest mmap threshold on 64-bit systems (DEFAULT_MMAP_THRESHOLD_MAX).
+constexpr int kMmapThreshold = 32 << 20;
+constexpr int kTrimThreshold = 256 << 20;
+}  // namespace
+
+std::string keepFreedMemoryForReuse() {
+  if (const char* tunables = std::getenv("GLIBC_TUNABLES");
+      tunables != nullptr &&
+      std::string_view(tunables).find("glibc.malloc.") != std::string_view::npos) {
+    return "allocator: left as GLIBC_TUNABLES sets it";
+  }
+  if (mallopt(M_MMAP_THRESHOLD, kMmapThreshold) != 1 ||
+      mallopt(M_TRIM_THRESHOLD, kTrimThreshold) != 1) {
+    return "allocator: mallopt refused the thresholds; freed buffers go back to the kernel";
+  }
+  return "allocator: buffers up to 32 MiB from the heap, up to 256 MiB of freed memory kept";
+}
+
+}  // namespace edgefl
