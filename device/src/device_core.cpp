@@ -169,7 +169,8 @@ Status DeviceCore::openStorage() {
   files_ = std::make_unique<ModelFiles>(config_.storageDir / "models", config_.durableWrites);
   EDGEFL_TRY(files_->prepare());
   pendingFiles_ =
-      std::make_unique<ModelFiles>(config_.storageDir / "pending", config_.durableWrites);
+      std::make_unique<ModelFiles>(config_.storageDir / "pending", config_.durableWrites,
+                                   /*recycle=*/true);
   EDGEFL_TRY(pendingFiles_->prepare());
   auto db = DeviceDb::open(config_.storageDir / "device.db", config_.durableWrites);
   if (!db.ok()) return db.error();

@@ -1,6 +1,8 @@
 #include "edgefl/device/model_files.hpp"
 
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,7 +34,8 @@ Status syncDirectory(const fs::path& dir) {
 
 }  // namespace
 
-ModelFiles::ModelFiles(fs::path dir, bool durable) : dir_(std::move(dir)), durable_(durable) {}
+ModelFiles::ModelFiles(fs::path dir, bool durable, bool recycle)
+    : dir_(std::move(dir)), durable_(durable), recycle_(recycle) {}
 
 Status ModelFiles::prepare() const {
   std::error_code ec;
@@ -51,29 +54,39 @@ Status ModelFiles::prepare() const {
 Status ModelFiles::write(const std::string& name, ByteView bytes) const {
   const fs::path target = dir_ / name;
   const fs::path temp = dir_ / (name + std::string(kTempSuffix));
-  int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // The spare, if there is one, becomes the temporary and is overwritten in
+  // place: truncating would free its blocks only to allocate them again.
+  const bool reuse = recycle_ && ::rename((dir_ / kSpareName).c_str(), temp.c_str()) == 0;
+  int fd = ::open(temp.c_str(),
+                  reuse ? O_WRONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ioError("cannot create", temp, errno);
+  // Bytes already counted: the spare's, which the new file takes over.
+  std::uint64_t counted = 0;
+  if (struct stat st{}; reuse && ::fstat(fd, &st) == 0)
+    counted = static_cast<std::uint64_t>(st.st_size);
+  auto fail = [&](const char* what, int err) {
+    ::close(fd);
+    ::unlink(temp.c_str());
+    uncount(counted);
+    return ioError(what, temp, err);
+  };
   std::size_t written = 0;
   while (written < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + written, bytes.size() - written);
     if (n < 0) {
       if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(temp.c_str());
-      return ioError("cannot write", temp, err);
+      return fail("cannot write", errno);
     }
     written += static_cast<std::size_t>(n);
   }
-  if (durable_ && ::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(temp.c_str());
-    return ioError("cannot fsync", temp, err);
+  if (counted > bytes.size() && ::ftruncate(fd, static_cast<off_t>(bytes.size())) != 0) {
+    return fail("cannot truncate", errno);
   }
+  if (durable_ && ::fsync(fd) != 0) return fail("cannot fsync", errno);
   if (::close(fd) != 0) {
     int err = errno;
     ::unlink(temp.c_str());
+    uncount(counted);
     return ioError("cannot close", temp, err);
   }
   std::error_code ec;
@@ -81,9 +94,11 @@ Status ModelFiles::write(const std::string& name, ByteView bytes) const {
   if (::rename(temp.c_str(), target.c_str()) != 0) {
     int err = errno;
     ::unlink(temp.c_str());
+    uncount(counted);
     return ioError("cannot rename into", target, err);
   }
   bytes_.fetch_add(bytes.size(), std::memory_order_relaxed);
+  uncount(counted);
   if (!ec) uncount(replaced);
   // The rename is durable only once the directory entry is.
   if (durable_) EDGEFL_TRY(syncDirectory(dir_));
@@ -108,6 +123,13 @@ bool ModelFiles::remove(const std::string& name) const {
   std::error_code ec;
   const auto size = fs::file_size(path, ec);
   if (ec) return !fs::exists(path, ec);
+  // Kept as the spare (its bytes stay counted) unless there already is one;
+  // temporaries, the spare among them, are removed.
+  if (recycle_ && !name.ends_with(kTempSuffix) &&
+      ::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, (dir_ / kSpareName).c_str(),
+                  RENAME_NOREPLACE) == 0) {
+    return true;
+  }
   if (!fs::remove(path, ec) || ec) return false;
   uncount(size);
   return true;

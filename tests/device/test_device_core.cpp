@@ -6,6 +6,7 @@
 #include "edgefl/device/device_core.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <fstream>
 #include <mutex>
@@ -669,10 +670,35 @@ TEST_F(CoreTest, PendingEnvelopesAreFilesRemovedWithTheirRow) {
     EXPECT_EQ(st.text(1), device::DeviceState::pendingFileName(3));
     EXPECT_EQ(st.integer(2), static_cast<std::int64_t>(sent[0].payload.size()));
   }
+  const auto inode = [](const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_ino;
+  };
+  const auto inodeOfRound3 = inode(file);
   ASSERT_TRUE(core->handleMessage(deviceTopic("demo", "dev-1", "ack"), fleet.ack("dev-1", 3)).ok());
   EXPECT_EQ(core->status().pendingUpdates, 0u);
   EXPECT_FALSE(fs::exists(file));
-  EXPECT_TRUE(fs::is_empty(storage / "pending"));
+  // The file stays as the directory's spare, and the next update is
+  // written over it: the same inode, exactly the new bytes.
+  const fs::path spare = storage / "pending" / std::string(device::ModelFiles::kSpareName);
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(storage / "pending")) {
+    left.push_back(e.path().filename().string());
+  }
+  EXPECT_EQ(left, std::vector<std::string>{spare.filename().string()});
+  EXPECT_EQ(inode(spare), inodeOfRound3);
+  ASSERT_TRUE(
+      core->handleMessage(roundTopic("demo"),
+                          fleet.roundTask({.round = 4, .baseDigest = parameterDigest(model)}))
+          .ok());
+  const fs::path file4 = storage / "pending" / device::DeviceState::pendingFileName(4);
+  EXPECT_FALSE(fs::exists(spare));
+  EXPECT_EQ(inode(file4), inodeOfRound3);
+  const auto sent4 = transport.on(deviceTopic("demo", "dev-1", "update"));
+  ASSERT_EQ(sent4.size(), 2u);
+  EXPECT_EQ(readFileBytes(file4.string(), 1 << 24).value(), sent4[1].payload);
+  EXPECT_EQ(decodeVerified<wire::Update>(sent4[1].payload, deviceRing())->root().getRound(), 4u);
 }
 
 // A pending file cut short or gone cannot be resent: the open reports it
@@ -719,7 +745,10 @@ TEST_F(CoreTest, APendingFileThatCannotBeReadIsReportedAndDropped) {
   EXPECT_TRUE(fs::exists(config().storageDir / "device.db"));
   std::vector<std::string> left;
   for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename().string());
-  EXPECT_EQ(left, std::vector<std::string>{device::DeviceState::pendingFileName(4)});
+  std::sort(left.begin(), left.end());
+  // A dropped round's file is kept as the spare for the next update.
+  EXPECT_EQ(left, (std::vector<std::string>{device::DeviceState::pendingFileName(4),
+                                            std::string(device::ModelFiles::kSpareName)}));
   transport.up = true;
   core->handleConnected();
   const auto sent = transport.on(deviceTopic("demo", "dev-1", "update"));
@@ -759,8 +788,10 @@ TEST_F(CoreTest, PendingUpdatesAreBounded) {
     files.push_back(e.path().filename().string());
   }
   std::sort(files.begin(), files.end());
+  // Round 1's file was written over by round 4's; round 2's is the spare.
   EXPECT_EQ(files, (std::vector<std::string>{device::DeviceState::pendingFileName(3),
-                                             device::DeviceState::pendingFileName(4)}));
+                                             device::DeviceState::pendingFileName(4),
+                                             std::string(device::ModelFiles::kSpareName)}));
 }
 
 TEST_F(CoreTest, TopKResidualIsKeptDurably) {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 #include <fstream>
@@ -205,6 +206,71 @@ TEST(ModelFiles, BytesUsedFollowsWritesAndRemovals) {
   // A failed write changes nothing.
   EXPECT_FALSE(ModelFiles(tmp.path() / "missing", false).write("x", Bytes(5, 0)).ok());
   EXPECT_EQ(files.bytesUsed(), walked());
+}
+
+// A recycling directory keeps one removed file as its spare and writes the
+// next file over it: shorter and longer contents come out exact, the bytes
+// stay what a walk finds, a second removal while there is a spare removes,
+// and the sweep of temporaries takes the spare too.
+TEST(ModelFiles, ARecyclingDirectoryWritesOverItsSpare) {
+  test::TempDir tmp;
+  const auto dir = tmp.path() / "pending";
+  auto walked = [&] {
+    std::uint64_t total = 0;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) total += e.file_size();
+    return total;
+  };
+  auto inode = [](const std::filesystem::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_ino;
+  };
+  const auto spare = dir / std::string(ModelFiles::kSpareName);
+  ModelFiles files(dir, true, /*recycle=*/true);
+  ASSERT_TRUE(files.prepare().ok());
+  ASSERT_TRUE(files.write("r1", Bytes(5000, 1)).ok());
+  ASSERT_TRUE(files.write("r2", Bytes(3000, 2)).ok());
+  const auto first = inode(files.pathOf("r1"));
+  EXPECT_TRUE(files.remove("r1"));
+  EXPECT_EQ(inode(spare), first);
+  EXPECT_EQ(files.bytesUsed(), walked());
+  EXPECT_TRUE(files.remove("r2"));  // there is a spare already
+  EXPECT_FALSE(std::filesystem::exists(files.pathOf("r2")));
+  EXPECT_EQ(files.bytesUsed(), walked());
+  EXPECT_EQ(files.bytesUsed(), 5000u);
+
+  ASSERT_TRUE(files.write("r3", Bytes(1200, 3)).ok());  // shorter than the spare
+  EXPECT_FALSE(std::filesystem::exists(spare));
+  EXPECT_EQ(inode(files.pathOf("r3")), first);
+  EXPECT_EQ(files.read("r3", 1 << 20).value(), Bytes(1200, 3));
+  EXPECT_EQ(files.bytesUsed(), walked());
+  EXPECT_EQ(files.bytesUsed(), 1200u);
+  ASSERT_TRUE(files.remove("r3"));
+  ASSERT_TRUE(files.write("r4", Bytes(9000, 4)).ok());  // longer
+  EXPECT_EQ(inode(files.pathOf("r4")), first);
+  EXPECT_EQ(files.read("r4", 1 << 20).value(), Bytes(9000, 4));
+  EXPECT_EQ(files.bytesUsed(), walked());
+
+  // Replacing a file of the same name frees the old one, and the spare
+  // becomes the new one.
+  ASSERT_TRUE(files.write("r5", Bytes(10, 5)).ok());
+  ASSERT_TRUE(files.remove("r5"));
+  ASSERT_TRUE(files.write("r4", Bytes(700, 6)).ok());
+  EXPECT_EQ(files.read("r4", 1 << 20).value(), Bytes(700, 6));
+  EXPECT_FALSE(std::filesystem::exists(spare));
+  EXPECT_EQ(files.bytesUsed(), walked());
+  EXPECT_EQ(files.bytesUsed(), 700u);
+
+  ASSERT_TRUE(files.remove("r4"));
+  files.removeUnless([](const std::string&) { return true; });
+  EXPECT_TRUE(std::filesystem::is_empty(dir));
+  EXPECT_EQ(files.bytesUsed(), 0u);
+  // Without recycling a removal removes.
+  ModelFiles plain(tmp.path() / "models", true);
+  ASSERT_TRUE(plain.prepare().ok());
+  ASSERT_TRUE(plain.write("m", Bytes(100, 7)).ok());
+  ASSERT_TRUE(plain.remove("m"));
+  EXPECT_TRUE(std::filesystem::is_empty(tmp.path() / "models"));
 }
 
 // fileBytes() is measured again only after a write, and then follows it.

@@ -3,6 +3,14 @@
 // is written to a temporary name, fsynced, renamed into place and the
 // directory fsynced, so a crash at any point leaves either no file or the
 // complete one (and a stray temporary that the next open removes).
+//
+// With `recycle` (the pending updates' directory, whose files come and go
+// every round), a removed file is kept as the directory's one spare and the
+// next write overwrites it instead of creating a file: no inode is freed
+// and allocated per update. On ext4 without a journal every allocation
+// skips the inodes freed in the last minutes, one lookup each, and that
+// scan grew with the churn of a simulated fleet to most of a file write.
+// The spare is a temporary, so an open sweeps it; it counts in bytesUsed.
 
 #include <atomic>
 #include <cstdint>
@@ -19,7 +27,7 @@ namespace edgefl::device {
 class ModelFiles {
  public:
   // `durable` false skips the fsyncs (simulations on scratch storage).
-  ModelFiles(std::filesystem::path dir, bool durable);
+  ModelFiles(std::filesystem::path dir, bool durable, bool recycle = false);
 
   // Creates the directory and counts the bytes of what is already in it.
   // IoError on failure.
@@ -31,8 +39,11 @@ class ModelFiles {
   Result<Bytes> read(const std::string& name, std::size_t maxBytes) const;
   // Removes every file for which `keep` is false, and every temporary.
   void removeUnless(const std::function<bool(const std::string& name)>& keep) const;
-  // Removes `name` if it is there; false if it is there and stays.
+  // Removes `name` if it is there (as the spare when recycling and there is
+  // none yet); false if it is there and stays.
   bool remove(const std::string& name) const;
+  // The spare's name (a temporary).
+  static constexpr std::string_view kSpareName = "spare.tmp";
   // Bytes of the files in the directory, kept up to date by this object's
   // writes and removals (DeviceStatus::storageBytes is read often: a
   // directory walk each time cost more than the rest of a status).
@@ -42,6 +53,7 @@ class ModelFiles {
  private:
   std::filesystem::path dir_;
   bool durable_;
+  bool recycle_;
   mutable std::atomic<std::uint64_t> bytes_{0};
 
   void uncount(std::uint64_t size) const;
