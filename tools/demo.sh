@@ -115,7 +115,10 @@ done
 # A thousand virtual devices need a few thousand descriptors, in the
 # simulator and in the broker.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-mosquitto -c "$fleet/broker/mosquitto.conf" >"$demo/broker.log" 2>&1 &
+# glibc keeps the broker's freed packet buffers (as `edgefl fleet init`
+# prints the command), unless the environment already sets its tunables.
+GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456} \
+  mosquitto -c "$fleet/broker/mosquitto.conf" >"$demo/broker.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break

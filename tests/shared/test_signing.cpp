@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <capnp/serialize.h>
+
+#include <algorithm>
 #include <set>
 
 #include "edgefl/shared/envelope.hpp"
@@ -138,6 +141,27 @@ TEST(Signing, DistinctContextsAndRoleTable) {
   EXPECT_FALSE(roleMaySign(Role::DEPLOYER, Kind::ROUND_TASK));
   EXPECT_TRUE(roleMaySign(Role::DEVICE, Kind::UPDATE));
   EXPECT_FALSE(roleMaySign(Role::DEVICE, Kind::DEPLOYMENT));
+}
+
+// toBytes writes the segments straight into its result: the same bytes as
+// Cap'n Proto's own flat array, for one segment and for many.
+TEST(ToBytes, MatchesTheFlatArrayOfOneSegmentAndOfMany) {
+  for (const unsigned firstSegmentWords : {65536u, 8u}) {
+    capnp::MallocMessageBuilder builder(firstSegmentWords, capnp::AllocationStrategy::FIXED_SIZE);
+    auto env = builder.initRoot<wire::Signed>();
+    env.setKind(Kind::UPDATE);
+    Bytes payload(100000);
+    for (std::size_t i = 0; i < payload.size(); ++i) payload[i] = static_cast<std::uint8_t>(i * 7);
+    env.setPayload(kj::arrayPtr(payload.data(), payload.size()));
+    env.setSignerKeyId(kj::arrayPtr(payload.data(), 8));
+    env.setSignature(kj::arrayPtr(payload.data() + 8, 64));
+    const std::size_t segments = builder.getSegmentsForOutput().size();
+    EXPECT_EQ(segments > 1, firstSegmentWords == 8u) << segments << " segments";
+    const auto flat = capnp::messageToFlatArray(builder);
+    const Bytes bytes = toBytes(builder);
+    ASSERT_EQ(bytes.size(), flat.asBytes().size());
+    EXPECT_TRUE(std::equal(bytes.begin(), bytes.end(), flat.asBytes().begin()));
+  }
 }
 
 }  // namespace

@@ -19,7 +19,9 @@
 #include <random>
 #include <sstream>
 #include <thread>
+#include <vector>
 
+#include "edgefl/shared/process.hpp"
 #include "support/process.hpp"
 
 namespace edgefl::test {
@@ -97,6 +99,18 @@ Broker::~Broker() {
 void Broker::start() {
   if (pid_ > 0) return;
   const fs::path conf = fleetDir_ / "broker" / "mosquitto.conf";
+  // The broker runs as `edgefl fleet init` tells operators to run it: with
+  // glibc keeping freed buffers (unless this process's environment already
+  // sets GLIBC_TUNABLES, which it inherits). Built before the fork: the child
+  // only execs.
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  if (std::getenv("GLIBC_TUNABLES") == nullptr) {
+    env.push_back(std::string("GLIBC_TUNABLES=") + kBrokerMallocTunables);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ == 0) {
@@ -106,7 +120,8 @@ void Broker::start() {
     ::dup2(devnull, 0);
     ::dup2(devnull, 1);
     ::dup2(devnull, 2);
-    ::execl(EDGEFL_MOSQUITTO, EDGEFL_MOSQUITTO, "-c", conf.c_str(), static_cast<char*>(nullptr));
+    ::execle(EDGEFL_MOSQUITTO, EDGEFL_MOSQUITTO, "-c", conf.c_str(), static_cast<char*>(nullptr),
+             envp.data());
     ::_exit(127);
   }
   for (int i = 0; i < 500; ++i) {

@@ -4,14 +4,19 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include "edgefl/server/coordinator_config.hpp"
 #include "edgefl/shared/envelope.hpp"
+#include "edgefl/shared/process.hpp"
 #include "edgefl/shared/topics.hpp"
 #include "edgefl/tools/fleet.hpp"
 #include "support/broker.hpp"
+#include "support/fleet.hpp"
 #include "support/messages.hpp"
 
 namespace edgefl {
@@ -38,6 +43,11 @@ TEST(FleetInit, CreatesAReadyFleetDirectory) {
     EXPECT_TRUE(fs::exists(dir / f)) << f;
   }
   EXPECT_TRUE(fs::is_directory(dir / "devices"));
+  // The broker's command line carries the allocator setting.
+  EXPECT_NE(out.find(std::string("GLIBC_TUNABLES=") + kBrokerMallocTunables + " mosquitto -c " +
+                     fs::absolute(dir / "broker" / "mosquitto.conf").string()),
+            std::string::npos)
+      << out;
   EXPECT_EQ(modeOf(dir / "keys/root.key"), 0600u);
   EXPECT_EQ(modeOf(dir / "keys/coordinator.key"), 0600u);
   EXPECT_EQ(modeOf(dir / "broker/passwd"), 0600u);
@@ -169,6 +179,29 @@ TEST(BrokerPasswords, LineFormatIsMosquittoPbkdf2) {
   EXPECT_EQ(std::count(parts.begin(), parts.end(), '$'), 4);
   EXPECT_EQ(parts.substr(parts.rfind('$') + 1).size(), 88u);
   EXPECT_NE(tools::mosquittoPasswordLine("dev-1", "secret"), line);  // fresh salt
+}
+
+// The brokers the demo and the tests start run with the same allocator
+// setting that `edgefl fleet init` prints, and the README shows it.
+TEST(FleetInit, TheDemoTheReadmeAndTheTestBrokersRunTheBrokerAsPrinted) {
+  for (const char* file : {"tools/demo.sh", "README.md"}) {
+    std::ifstream in(fs::path(EDGEFL_SOURCE_DIR) / file);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_NE(text.find(kBrokerMallocTunables), std::string::npos) << file;
+  }
+  if (std::getenv("GLIBC_TUNABLES") != nullptr) GTEST_SKIP() << "GLIBC_TUNABLES is set here";
+  test::TestFleet fleet;
+  std::ifstream in("/proc/" + std::to_string(fleet.broker().pid()) + "/environ");
+  std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::replace(env.begin(), env.end(), '\0', '\n');
+  // The dynamic loader cuts the variable in place at each ':' as it parses
+  // it, so each tunable is looked for on its own.
+  const std::string tunables = kBrokerMallocTunables;
+  const std::size_t colon = tunables.find(':');
+  ASSERT_NE(colon, std::string::npos);
+  EXPECT_NE(env.find("\nGLIBC_TUNABLES=" + tunables.substr(0, colon) + "\n"), std::string::npos)
+      << env;
+  EXPECT_NE(env.find("\n" + tunables.substr(colon + 1) + "\n"), std::string::npos) << env;
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include "commands.hpp"
 #include "edgefl/shared/keys.hpp"
+#include "edgefl/shared/process.hpp"
 #include "edgefl/tools/fleet.hpp"
 
 namespace edgefl::tools {
@@ -48,7 +49,8 @@ void addFleetCommands(CLI::App& app, int& exitCode) {
     }
     const fs::path abs = fs::absolute(*dir);
     std::cout << "fleet '" << opts->name << "' created in " << abs.string()
-              << "\n  broker:      mosquitto -c " << (abs / "broker" / "mosquitto.conf").string()
+              << "\n  broker:      GLIBC_TUNABLES=" << kBrokerMallocTunables << " mosquitto -c "
+              << (abs / "broker" / "mosquitto.conf").string()
               << (opts->tls ? "\n  TLS:         clients trust " +
                                   (abs / "broker" / "tls" / "ca.crt").string()
                             : std::string())

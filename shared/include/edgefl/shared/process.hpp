@@ -18,4 +18,12 @@ namespace edgefl {
 // for the log saying what was done.
 std::string keepFreedMemoryForReuse();
 
+// The same setting for a process that cannot call mallopt itself: the
+// mosquitto broker, which copies every 400 KB update into a fresh packet
+// buffer per subscriber (its CPU per update halves with it). The value of
+// GLIBC_TUNABLES that `edgefl fleet init` prints in the broker's command
+// line, and that tools/demo.sh and the tests' brokers run with.
+inline constexpr const char* kBrokerMallocTunables =
+    "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=268435456";
+
 }  // namespace edgefl
