@@ -46,7 +46,8 @@
 //                                cpu_ms_coordinator, cpu_ms_broker split it
 //   accepted, promoted (rounds whose canary was promoted), setup_s, cores
 // This process makes the allocator setting edgefl-sim makes
-// (keepFreedMemoryForReuse); the coordinator makes it itself.
+// (keepFreedMemoryForReuse); the coordinator makes it itself, and the broker
+// runs with kBrokerMallocTunables as `edgefl fleet init` prints its command.
 // start_s and rollout_s are seen by the simulator's 200 ms polling and the
 // coordinator's 100 ms tick, so each carries up to ~0.3 s of wait.
 
@@ -118,10 +119,21 @@ std::string tailOf(const fs::path& file, std::size_t chars) {
 // leaves none behind; the destructor stops it with SIGTERM, then SIGKILL.
 class Child {
  public:
-  Child(std::vector<std::string> argv, const fs::path& log) {
+  // The child's environment is this process's plus each `extraEnv` entry
+  // ("NAME=value") whose NAME this process does not set.
+  Child(std::vector<std::string> argv, const fs::path& log,
+        const std::vector<std::string>& extraEnv = {}) {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
+    std::vector<std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+    for (const auto& e : extraEnv) {
+      if (std::getenv(e.substr(0, e.find('=')).c_str()) == nullptr) env.push_back(e);
+    }
+    std::vector<char*> envp;
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
     const std::string logPath = log.string();
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -132,7 +144,7 @@ class Child {
         ::dup2(fd, 1);
         ::dup2(fd, 2);
       }
-      ::execv(args[0], args.data());
+      ::execve(args[0], args.data(), envp.data());
       ::_exit(127);
     }
   }
@@ -254,9 +266,12 @@ class FleetRun {
       if (!out) return makeError(Code::IoError, "cannot write coordinator.toml");
     }
 
-    broker_.emplace(std::vector<std::string>{EDGEFL_MOSQUITTO, "-c",
-                                             (fleet_ / "broker" / "mosquitto.conf").string()},
-                    dir_->path() / "broker.log");
+    // Run as `edgefl fleet init` prints the broker's command line.
+    broker_.emplace(
+        std::vector<std::string>{EDGEFL_MOSQUITTO, "-c",
+                                 (fleet_ / "broker" / "mosquitto.conf").string()},
+        dir_->path() / "broker.log",
+        std::vector<std::string>{std::string("GLIBC_TUNABLES=") + edgefl::kBrokerMallocTunables});
     for (int i = 0; i < 500 && !edgefl::test::portAccepts(port); ++i) {
       if (!broker_->running()) {
         return makeError(Code::IoError,
