@@ -374,6 +374,11 @@ void regularizedGradient(const float* w, const float* g, const float* ref, Index
     return;
   }
   const ConstArrayMap weights(w, len);
+  // ref is null without a proximal term (the trainer keeps no reference).
+  if (proximalMu == 0.0f) {
+    total = grad + weightDecay * weights;
+    return;
+  }
   total = grad + weightDecay * weights + proximalMu * (weights - ConstArrayMap(ref, len));
 }
 

@@ -113,6 +113,27 @@ TEST(ModelTrain, WeightDecayAndProximalTermsEnterTheGradient) {
   EXPECT_EQ(trainer->setReference(wrongSize).code(), Code::ShapeMismatch);
 }
 
+// Without a proximal term the trainer keeps no reference: weight decay
+// alone still enters the gradient, and a reference set anyway is checked
+// for its size and changes nothing.
+TEST(ModelTrain, WeightDecayWithoutAProximalTerm) {
+  Model model = tinyRegression();
+  TrainOptions o = sgd(0.01f);
+  o.weightDecay = 0.5f;
+  auto trainer = Trainer::prepare(model, o);
+  ASSERT_TRUE(trainer.ok());
+  const float reference[] = {1.5f, -1.0f};
+  ASSERT_TRUE(trainer->setReference(reference).ok());
+  const float wrongSize[] = {1.0f};
+  EXPECT_EQ(trainer->setReference(wrongSize).code(), Code::ShapeMismatch);
+  const float x[] = {2.0f};
+  const float t[] = {3.0f};
+  ASSERT_TRUE(trainer->stepRegression(x, t).ok());
+  // w: g = -8 + 0.5 * 0.5 = -7.75; b: g = -4 + 0.5 * 0 = -4.
+  EXPECT_NEAR(model.parameters()[0], 0.5f + 0.0775f, 1e-6);
+  EXPECT_NEAR(model.parameters()[1], 0.04f, 1e-6);
+}
+
 TEST(ModelTrain, SgdConvergesOnALinearProblem) {
   ModelOptions options;
   options.task = Task::Regression;
