@@ -17,6 +17,7 @@ Result<CheckedDeployment> checkDeployment(ByteView envelope, Channel expected, s
   options.fleet = verifier.fleet;
   options.now = now;
   options.limits.maxBytes = verifier.limits.maxMessageBytes;
+  options.delegations = verifier.delegations;
   auto verified = decodeVerified<wire::Deployment>(envelope, verifier.keyring, options);
   if (!verified.ok()) return verified.error();
   auto d = verified->root();

@@ -261,7 +261,7 @@ Result<std::shared_ptr<const CachedModel>> DeviceCore::loadStored(const StoredDe
   // changed on disk must not serve), with the delegation judged at the time
   // the deployment was accepted so a model keeps running after its
   // coordinator's delegation expires.
-  DeploymentVerifier verifier{rootRing_, config_.fleet, config_.limits, *cache_};
+  DeploymentVerifier verifier{rootRing_, config_.fleet, config_.limits, *cache_, &delegations_};
   auto checked = checkDeployment(bytes.value(), stored.channel, stored.acceptedAt, false, verifier);
   if (!checked.ok()) return checked.error();
   if (checked->sequence != stored.sequence || checked->digest != stored.digest) {
@@ -508,7 +508,7 @@ Status DeviceCore::handleDeployment(Channel channel, ByteView payload) {
     return commitDeployments();
   }
   const std::int64_t t = now();
-  DeploymentVerifier verifier{rootRing_, config_.fleet, config_.limits, *cache_};
+  DeploymentVerifier verifier{rootRing_, config_.fleet, config_.limits, *cache_, &delegations_};
   auto checked = checkDeployment(payload, channel, t, true, verifier);
   if (!checked.ok()) return refuse(checked.error(), what);
   const CheckedDeployment& c = checked.value();
@@ -580,6 +580,7 @@ Status DeviceCore::handleRound(ByteView payload) {
   options.fleet = config_.fleet;
   options.now = now();
   options.limits.maxBytes = config_.limits.maxMessageBytes;
+  options.delegations = &delegations_;
   auto verified = decodeVerified<wire::RoundTask>(payload, rootRing_, options);
   if (!verified.ok()) return refuse(verified.error(), what);
   auto plan = roundPlanFromWire(verified->root());
@@ -610,6 +611,7 @@ Status DeviceCore::handleAck(ByteView payload) {
   options.fleet = config_.fleet;
   options.now = now();
   options.limits.maxBytes = config_.limits.maxMessageBytes;
+  options.delegations = &delegations_;
   auto verified = decodeVerified<wire::Ack>(payload, rootRing_, options);
   if (!verified.ok()) return refuse(verified.error(), what);
   auto ack = verified->root();

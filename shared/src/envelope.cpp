@@ -230,8 +230,71 @@ Result<Signer> checkSignature(wire::Signed::Reader envelope, Signer signer) {
 
 }  // namespace
 
+std::optional<DelegationCache::Entry> DelegationCache::find(const Digest& digest) const {
+  std::lock_guard lock(mu_);
+  for (const auto& [d, entry] : entries_) {
+    if (d == digest) return entry;
+  }
+  return std::nullopt;
+}
+
+void DelegationCache::insert(const Digest& digest, Entry entry) {
+  std::lock_guard lock(mu_);
+  if (capacity_ == 0) return;
+  for (auto& [d, e] : entries_) {
+    if (d == digest) {
+      e = std::move(entry);
+      return;
+    }
+  }
+  if (entries_.size() == capacity_) entries_.erase(entries_.begin());
+  entries_.emplace_back(digest, std::move(entry));
+}
+
+namespace {
+
+// The checks of a delegation's content that depend on the verifier: its
+// fleet and its validity window at `options.now`.
+Result<Signer> delegatedSigner(const DelegationCache::Entry& d, const VerifyOptions& options) {
+  if (!options.fleet.empty() && d.fleet != options.fleet) {
+    return makeError(Code::WrongFleet,
+                     "delegation is for fleet '" + d.fleet + "'; expected '" + options.fleet + "'");
+  }
+  const std::int64_t now = nowOr(options.now);
+  if (now < d.notBefore) {
+    return makeError(Code::NotYetValid, "delegation valid from " + std::to_string(d.notBefore) +
+                                            "; now is " + std::to_string(now));
+  }
+  if (d.notAfter != 0 && now > d.notAfter) {
+    return makeError(Code::Expired, "delegation expired at " + std::to_string(d.notAfter) +
+                                        "; now is " + std::to_string(now));
+  }
+  Signer subject;
+  subject.key = d.subjectKey;
+  subject.keyId = keyIdOf(d.subjectKey);
+  subject.role = d.role;
+  subject.subject = d.fleet;
+  subject.delegated = true;
+  return subject;
+}
+
+}  // namespace
+
 Result<Signer> verifyDelegation(ByteView delegation, const Keyring& keyring,
                                 const VerifyOptions& options) {
+  Digest digest{};
+  if (options.delegations != nullptr) {
+    digest = blake2b256(delegation);
+    if (auto known = options.delegations->find(digest)) {
+      // Still signed by a root key of this keyring: only the checks that
+      // depend on the verifier remain.
+      const Keyring::Entry* root = keyring.find(known->rootKeyId);
+      if (root != nullptr && root->role == Role::ROOT && root->key == known->rootKey) {
+        options.delegations->countHit();
+        return delegatedSigner(*known, options);
+      }
+    }
+  }
   auto env = parseEnvelope(delegation, options.limits);
   if (!env.ok()) {
     return makeError(Code::DelegationInvalid, "delegation envelope: " + env.error().toString());
@@ -257,28 +320,18 @@ Result<Signer> verifyDelegation(ByteView delegation, const Keyring& keyring,
         Code::DelegationInvalid,
         "delegated role '" + std::string(roleName(d.getRole())) + "' cannot be delegated");
   }
-  if (!options.fleet.empty() && d.getFleet() != options.fleet) {
-    return makeError(Code::WrongFleet, "delegation is for fleet '" +
-                                           std::string(d.getFleet().cStr()) + "'; expected '" +
-                                           options.fleet + "'");
-  }
-  const std::int64_t now = nowOr(options.now);
-  if (now < d.getNotBefore()) {
-    return makeError(Code::NotYetValid, "delegation valid from " +
-                                            std::to_string(d.getNotBefore()) + "; now is " +
-                                            std::to_string(now));
-  }
-  if (d.getNotAfter() != 0 && now > d.getNotAfter()) {
-    return makeError(Code::Expired, "delegation expired at " + std::to_string(d.getNotAfter()) +
-                                        "; now is " + std::to_string(now));
-  }
-  Signer subject;
-  subject.key = *key;
-  subject.keyId = keyIdOf(*key);
-  subject.role = d.getRole();
-  subject.subject = d.getFleet();
-  subject.delegated = true;
-  return subject;
+  DelegationCache::Entry entry;
+  entry.rootKeyId = outer->keyId;
+  entry.rootKey = outer->key;
+  entry.subjectKey = *key;
+  entry.role = d.getRole();
+  entry.fleet = d.getFleet();
+  entry.notBefore = d.getNotBefore();
+  entry.notAfter = d.getNotAfter();
+  // Cached once its signature and fields verify, before the checks that
+  // depend on when and by whom it is used.
+  if (options.delegations != nullptr) options.delegations->insert(digest, entry);
+  return delegatedSigner(entry, options);
 }
 
 Result<Signer> verifyEnvelope(wire::Signed::Reader envelope, Kind expected, const Keyring& keyring,

@@ -50,7 +50,58 @@ class EnvelopeTest : public ::testing::Test {
   }
 
   Bytes update() { return seal(Kind::UPDATE, test::sampleUpdate("demo", "dev-1", 5), device); }
+  void expectChainRejections();
 };
+
+// Every way a delegation chain is refused; with a DelegationCache set,
+// each message is verified twice, the second time from the cache, and must
+// get the same answer.
+void EnvelopeTest::expectChainRejections() {
+  Bytes task = test::sampleRoundTask("demo", 5);
+  auto verify = [&](const Bytes& delegation, const KeyPair& signer, Kind kind = Kind::ROUND_TASK) {
+    Bytes payload = kind == Kind::ROUND_TASK ? task : test::sampleDeployment("demo", 3);
+    Bytes env = seal(kind, payload, signer, delegation);
+    auto once = [&] {
+      return kind == Kind::ROUND_TASK
+                 ? decodeVerified<wire::RoundTask>(env, deviceRing, options).code()
+                 : decodeVerified<wire::Deployment>(env, deviceRing, options).code();
+    };
+    const Code first = once();
+    if (options.delegations != nullptr) {
+      EXPECT_EQ(once(), first) << "verified again";
+    }
+    return first;
+  };
+  // No delegation at all: the device does not know the coordinator key.
+  EXPECT_EQ(verify({}, coordinator), Code::UnknownKey);
+  // Expired and not yet valid.
+  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR, kNow - 200, kNow - 100), coordinator),
+            Code::Expired);
+  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR, kNow + 100, kNow + 200), coordinator),
+            Code::NotYetValid);
+  // Another fleet's delegation.
+  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR, kNow - 100, kNow + 100, "other"),
+                   coordinator),
+            Code::WrongFleet);
+  // Signed by a key that is not the root (self-issued).
+  EXPECT_EQ(
+      verify(delegate(coordinator, Role::COORDINATOR, kNow - 100, kNow + 100, "demo", &coordinator),
+             coordinator),
+      Code::DelegationInvalid);
+  // A delegation for one key used by another.
+  KeyPair attacker = fixedKey(9);
+  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR), attacker), Code::KeyIdMismatch);
+  // A deployer may sign deployments but not round tasks.
+  Bytes deployer = delegate(coordinator, Role::DEPLOYER);
+  EXPECT_EQ(verify(deployer, coordinator, Kind::DEPLOYMENT), Code::Ok);
+  EXPECT_EQ(verify(deployer, coordinator), Code::RoleNotAllowed);
+  // Delegating the root role is refused.
+  EXPECT_EQ(verify(delegate(coordinator, Role::ROOT), coordinator), Code::DelegationInvalid);
+  // Garbage in the delegation field.
+  EXPECT_EQ(verify(Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9}, coordinator), Code::DelegationInvalid);
+  // The root itself may only sign delegations.
+  EXPECT_EQ(verify({}, root), Code::RoleNotAllowed);
+}
 
 // Builds an envelope with arbitrary fields (for malformed cases).
 Bytes rawEnvelope(Kind kind, const Bytes& payload, std::size_t keyIdBytes, std::size_t sigBytes) {
@@ -229,43 +280,95 @@ TEST_F(EnvelopeTest, DelegationChainAccepts) {
 }
 
 TEST_F(EnvelopeTest, DelegationChainRejects) {
-  Bytes task = test::sampleRoundTask("demo", 5);
-  auto verify = [&](const Bytes& delegation, const KeyPair& signer, Kind kind = Kind::ROUND_TASK) {
-    Bytes payload = kind == Kind::ROUND_TASK ? task : test::sampleDeployment("demo", 3);
-    Bytes env = seal(kind, payload, signer, delegation);
-    return kind == Kind::ROUND_TASK
-               ? decodeVerified<wire::RoundTask>(env, deviceRing, options).code()
-               : decodeVerified<wire::Deployment>(env, deviceRing, options).code();
+  expectChainRejections();
+}
+
+TEST_F(EnvelopeTest, DelegationChainRejectsWithACache) {
+  DelegationCache cache;
+  options.delegations = &cache;
+  expectChainRejections();
+  // The refused-for-content delegations (expired, another fleet, a role
+  // that may not sign the kind) were verified once and then reused.
+  EXPECT_GE(cache.hits(), 3u);
+}
+
+// A delegation verified once is reused for the next message it covers, and
+// what depends on the verifier is still checked every time: the validity
+// window, the fleet, and that the keyring still trusts the root that signed
+// it. Other bytes never hit.
+TEST_F(EnvelopeTest, CachedDelegationsAreStillCheckedOnEveryUse) {
+  DelegationCache cache;
+  options.delegations = &cache;
+  const Bytes d = delegate(coordinator, Role::COORDINATOR);
+  const Bytes task = seal(Kind::ROUND_TASK, test::sampleRoundTask("demo", 5), coordinator, d);
+  const Bytes deployment =
+      seal(Kind::DEPLOYMENT, test::sampleDeployment("demo", 3), coordinator, d);
+  auto first = decodeVerified<wire::RoundTask>(task, deviceRing, options);
+  ASSERT_TRUE(first.ok()) << first.error().toString();
+  EXPECT_EQ(cache.hits(), 0u);
+  auto second = decodeVerified<wire::Deployment>(deployment, deviceRing, options);
+  ASSERT_TRUE(second.ok()) << second.error().toString();
+  EXPECT_EQ(cache.hits(), 1u);
+  EXPECT_EQ(second->signer.keyId, coordinator.keyId());
+  EXPECT_EQ(second->signer.role, Role::COORDINATOR);
+  EXPECT_TRUE(second->signer.delegated);
+  EXPECT_EQ(second->signer.subject, first->signer.subject);
+
+  options.now = kNow + 101;
+  EXPECT_EQ(decodeVerified<wire::RoundTask>(task, deviceRing, options).code(), Code::Expired);
+  options.now = kNow - 101;
+  EXPECT_EQ(decodeVerified<wire::RoundTask>(task, deviceRing, options).code(), Code::NotYetValid);
+  options.now = kNow;
+  options.fleet = "other";
+  EXPECT_EQ(decodeVerified<wire::RoundTask>(task, deviceRing, options).code(), Code::WrongFleet);
+  options.fleet = "demo";
+  EXPECT_EQ(cache.hits(), 4u);
+  // The message's own signature is always checked.
+  Bytes forged = task;
+  forged[forged.size() / 2] ^= 1;
+  EXPECT_NE(decodeVerified<wire::RoundTask>(forged, deviceRing, options).code(), Code::Ok);
+
+  // The same delegation with one bit of its root signature flipped: other
+  // bytes, so it is verified in full, and fails.
+  Bytes tampered = d;
+  tampered[tampered.size() - 3] ^= 1;
+  const std::uint64_t before = cache.hits();
+  EXPECT_EQ(decodeVerified<wire::RoundTask>(
+                seal(Kind::ROUND_TASK, test::sampleRoundTask("demo", 5), coordinator, tampered),
+                deviceRing, options)
+                .code(),
+            Code::DelegationInvalid);
+  EXPECT_EQ(cache.hits(), before);
+
+  // The root is no longer trusted: the entry is not used.
+  Keyring otherRoot;
+  otherRoot.add(fixedKey(7).publicKey(), Role::ROOT, "another root");
+  EXPECT_EQ(decodeVerified<wire::RoundTask>(task, otherRoot, options).code(),
+            Code::DelegationInvalid);
+  ASSERT_TRUE(deviceRing.remove(root.keyId()));
+  EXPECT_EQ(decodeVerified<wire::RoundTask>(task, deviceRing, options).code(),
+            Code::DelegationInvalid);
+  EXPECT_EQ(cache.hits(), before);
+}
+
+// The cache holds the last `capacity` delegations.
+TEST_F(EnvelopeTest, TheDelegationCacheKeepsTheLatest) {
+  DelegationCache cache(1);
+  options.delegations = &cache;
+  const Bytes a = delegate(coordinator, Role::COORDINATOR);
+  const Bytes b = delegate(coordinator, Role::COORDINATOR, kNow - 50);
+  auto verify = [&](const Bytes& d) {
+    return decodeVerified<wire::RoundTask>(
+               seal(Kind::ROUND_TASK, test::sampleRoundTask("demo", 5), coordinator, d), deviceRing,
+               options)
+        .code();
   };
-  // No delegation at all: the device does not know the coordinator key.
-  EXPECT_EQ(verify({}, coordinator), Code::UnknownKey);
-  // Expired and not yet valid.
-  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR, kNow - 200, kNow - 100), coordinator),
-            Code::Expired);
-  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR, kNow + 100, kNow + 200), coordinator),
-            Code::NotYetValid);
-  // Another fleet's delegation.
-  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR, kNow - 100, kNow + 100, "other"),
-                   coordinator),
-            Code::WrongFleet);
-  // Signed by a key that is not the root (self-issued).
-  EXPECT_EQ(
-      verify(delegate(coordinator, Role::COORDINATOR, kNow - 100, kNow + 100, "demo", &coordinator),
-             coordinator),
-      Code::DelegationInvalid);
-  // A delegation for one key used by another.
-  KeyPair attacker = fixedKey(9);
-  EXPECT_EQ(verify(delegate(coordinator, Role::COORDINATOR), attacker), Code::KeyIdMismatch);
-  // A deployer may sign deployments but not round tasks.
-  Bytes deployer = delegate(coordinator, Role::DEPLOYER);
-  EXPECT_EQ(verify(deployer, coordinator, Kind::DEPLOYMENT), Code::Ok);
-  EXPECT_EQ(verify(deployer, coordinator), Code::RoleNotAllowed);
-  // Delegating the root role is refused.
-  EXPECT_EQ(verify(delegate(coordinator, Role::ROOT), coordinator), Code::DelegationInvalid);
-  // Garbage in the delegation field.
-  EXPECT_EQ(verify(Bytes{1, 2, 3, 4, 5, 6, 7, 8, 9}, coordinator), Code::DelegationInvalid);
-  // The root itself may only sign delegations.
-  EXPECT_EQ(verify({}, root), Code::RoleNotAllowed);
+  EXPECT_EQ(verify(a), Code::Ok);
+  EXPECT_EQ(verify(b), Code::Ok);  // replaces a
+  EXPECT_EQ(verify(a), Code::Ok);
+  EXPECT_EQ(cache.hits(), 0u);
+  EXPECT_EQ(verify(a), Code::Ok);
+  EXPECT_EQ(cache.hits(), 1u);
 }
 
 TEST_F(EnvelopeTest, RevokedKeyIsUnknown) {

@@ -36,6 +36,8 @@ struct DeploymentVerifier {
   std::string fleet;
   DeviceLimits limits;
   ModelCache& cache;
+  // The device's delegations verified before (optional).
+  DelegationCache* delegations = nullptr;
 };
 
 // `expected`: the channel of the topic it arrived on. `now`: Unix seconds at

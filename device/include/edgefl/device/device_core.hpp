@@ -156,6 +156,9 @@ class DeviceCore {
   Logger log_;
   KeyPair key_;
   Keyring rootRing_;
+  // The coordinator's delegation, verified once rather than with every
+  // round task, ack and deployment it signs.
+  DelegationCache delegations_;
   std::unique_ptr<DeviceDb> db_;
   std::unique_ptr<DeviceState> state_;
   std::unique_ptr<SampleStore> store_;

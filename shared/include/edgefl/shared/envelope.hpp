@@ -12,10 +12,14 @@
 #include <capnp/dynamic.h>
 #include <capnp/serialize.h>
 
+#include <atomic>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "edgefl/shared/bytes.hpp"
 #include "edgefl/shared/result.hpp"
@@ -152,12 +156,54 @@ class Keyring {
   std::unordered_map<KeyId, Entry, KeyIdHash> entries_;
 };
 
+class DelegationCache;
+
 struct VerifyOptions {
   DecodeLimits limits;
   // When non-empty, a delegation must name this fleet.
   std::string fleet;
   // Unix seconds against which delegation validity is checked; 0 = now.
   std::int64_t now = 0;
+  // Delegations verified before (see DelegationCache); null verifies every
+  // delegation in full.
+  DelegationCache* delegations = nullptr;
+};
+
+// Delegations already verified. A device gets every round task and ack
+// signed by the same delegated coordinator key, and checking the root's
+// signature over that delegation each time doubled the cost of verifying
+// them. An entry (keyed by the BLAKE2b digest of the delegation's bytes)
+// keeps what the delegation says; it is used only while the keyring still
+// holds, as a root key, the key that signed it, and its fleet and validity
+// window are checked again on every use, so removing a root key or the
+// passing of notAfter takes effect as without the cache. Holds the last
+// `capacity` delegations seen; thread-safe.
+class DelegationCache {
+ public:
+  // What a verified delegation says, and the root key that signed it.
+  struct Entry {
+    KeyId rootKeyId{};
+    PublicKey rootKey{};
+    PublicKey subjectKey{};
+    Role role = Role::UNKNOWN;
+    std::string fleet;
+    std::int64_t notBefore = 0, notAfter = 0;
+  };
+
+  explicit DelegationCache(std::size_t capacity = 4) : capacity_(capacity) {}
+
+  std::optional<Entry> find(const Digest& digest) const;
+  // Replaces the oldest entry when full.
+  void insert(const Digest& digest, Entry entry);
+  // Uses that skipped the root's signature check.
+  void countHit() { hits_.fetch_add(1, std::memory_order_relaxed); }
+  std::uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
+
+ private:
+  std::size_t capacity_;
+  mutable std::mutex mu_;
+  std::vector<std::pair<Digest, Entry>> entries_;  // oldest first
+  std::atomic<std::uint64_t> hits_{0};
 };
 
 // Who signed a verified message.
