@@ -20,10 +20,11 @@ std::string keepFreedMemoryForReuse() {
     return "allocator: left as GLIBC_TUNABLES sets it";
   }
   if (mallopt(M_MMAP_THRESHOLD, kMmapThreshold) != 1 ||
-      mallopt(M_TRIM_THRESHOLD, kTrimThreshold) != 1) {
+      mallopt(M_TRIM_THRESHOLD, kTrimThreshold) != 1 || mallopt(M_ARENA_MAX, 1) != 1) {
     return "allocator: mallopt refused the thresholds; freed buffers go back to the kernel";
   }
-  return "allocator: buffers up to 32 MiB from the heap, up to 256 MiB of freed memory kept";
+  return "allocator: one heap for every thread, buffers up to 32 MiB from it, up to 256 MiB of "
+         "freed memory kept";
 }
 
 }  // namespace edgefl

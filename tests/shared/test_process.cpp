@@ -8,15 +8,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <thread>
+#include <vector>
 
 #include "edgefl/shared/process.hpp"
 
 namespace {
 
-// A buffer of `bytes`, touched so its pages exist.
-std::unique_ptr<char[]> buffer(std::size_t bytes) {
-  auto b = std::make_unique<char[]>(bytes);
-  std::memset(b.get(), 1, bytes);
+// A buffer of `bytes`, filled so its pages exist.
+std::vector<char> buffer(std::size_t bytes) {
+  std::vector<char> b(bytes, 1);
+  // Seen by the compiler as used, so the allocation is not elided.
+  asm volatile("" : : "r"(b.data()) : "memory");
   return b;
 }
 
@@ -37,6 +40,18 @@ TEST(Process, LargeBuffersComeFromTheHeapAndStayThereWhenFreed) {
     { auto again = buffer(bytes); }
     EXPECT_EQ(mallinfo2().arena, heap) << "the heap grew for " << bytes << " bytes it had free";
   }
+}
+
+// Every thread allocates from the one heap: a buffer freed by another
+// thread serves this one without growing the heap.
+TEST(Process, ThreadsShareOneHeap) {
+  if (std::getenv("GLIBC_TUNABLES") != nullptr) GTEST_SKIP() << "GLIBC_TUNABLES is set";
+  edgefl::keepFreedMemoryForReuse();
+  constexpr std::size_t kBytes = std::size_t{8} << 20;
+  std::thread([&] { auto other = buffer(kBytes); }).join();
+  const std::size_t heap = mallinfo2().arena;
+  { auto mine = buffer(kBytes); }
+  EXPECT_EQ(mallinfo2().arena, heap) << "this thread's buffer did not reuse the other's";
 }
 
 TEST(Process, AnOperatorsMallocTunablesWin) {

@@ -13,7 +13,10 @@ namespace edgefl {
 // and trims the top of each heap past twice that; a 400 KB update copied
 // into a fresh buffer then costs a page fault per 4 KiB, every time. With
 // this, allocations up to 32 MiB come from the heap and up to 256 MiB of
-// free memory stays there. Leaves the allocator alone when GLIBC_TUNABLES
+// free memory stays there, and every thread allocates from the one main
+// heap: a buffer received on one thread and freed on another is reused by
+// both (a per-thread arena is a chain of 64 MiB heaps, each unmapped
+// whole as soon as it empties). Leaves the allocator alone when GLIBC_TUNABLES
 // already sets a malloc tunable (the operator's choice wins). Returns a line
 // for the log saying what was done.
 std::string keepFreedMemoryForReuse();
