@@ -192,7 +192,7 @@ Status DeviceCore::openStorage() {
   };
   fallbacks_ = counter(kFallbacks);
   healthFailures_ = counter(kHealthCheckFailures);
-  telemetrySequence_ = counter(kTelemetrySequence);
+  telemetrySequence_ = telemetryReserved_ = counter(kTelemetrySequence);
   newSamples_ = persistedNewSamples_ = counter(kNewSamples);
   updatesSent_ = counter(kUpdatesSent);
   lastRound_ = counter(kLastRound);
@@ -1166,10 +1166,21 @@ Bytes DeviceCore::buildTelemetryLocked() {
   context.latencyBoundsMicros = LatencyHistogram::kBoundsMicros;
   context.latencyCounts = counts;
   // A sequence that went backwards after a restart would look like a
-  // replay to the coordinator: persist it with every message.
-  Status saved = state_->setCounter(kTelemetrySequence, telemetrySequence_);
-  if (!saved.ok()) log_.warn("cannot persist the telemetry sequence: " + saved.error().toString());
-  if (state_->setCounter(kNewSamples, newSamples_).ok()) persistedNewSamples_ = newSamples_;
+  // replay to the coordinator. What is persisted is a bound reserved ahead
+  // (a transaction per block of messages, not per message); a restart
+  // continues above it, leaving a gap.
+  if (telemetrySequence_ > telemetryReserved_) {
+    const std::uint64_t reserve = telemetrySequence_ + kTelemetrySequenceBlock - 1;
+    Status saved = state_->setCounter(kTelemetrySequence, reserve);
+    if (saved.ok()) {
+      telemetryReserved_ = reserve;
+    } else {
+      log_.warn("cannot persist the telemetry sequence: " + saved.error().toString());
+    }
+  }
+  if (newSamples_ != persistedNewSamples_ && state_->setCounter(kNewSamples, newSamples_).ok()) {
+    persistedNewSamples_ = newSamples_;
+  }
   return seal(Kind::TELEMETRY, telemetryPayload(context, s), key_);
 }
 

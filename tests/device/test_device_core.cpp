@@ -945,11 +945,26 @@ TEST_F(CoreTest, TelemetryIsSignedAndDescribesTheDevice) {
   clock += 1;
   core->tick();
   ASSERT_EQ(transport.on(deviceTopic("demo", "dev-1", "telemetry")).size(), 1u);
+  auto sequenceOf = [&](const Bytes& envelope) {
+    return decodeVerified<wire::Telemetry>(envelope, deviceRing())->root().getSequence();
+  };
+  for (std::uint64_t expected = 3; expected <= 10; ++expected) {
+    EXPECT_EQ(sequenceOf(core->telemetryEnvelope().value()), expected);
+  }
   core.reset();
+  {
+    // Persisted once per block of sequences, as the bound of those sent.
+    auto db = device::DeviceDb::open(config().storageDir / "device.db", true);
+    ASSERT_TRUE(db.ok());
+    device::Statement st(*db.value(), "SELECT value FROM counters WHERE name = ?1");
+    st.bind(1, std::string_view(device::kTelemetrySequence));
+    ASSERT_TRUE(st.step().value());
+    EXPECT_EQ(st.integer(0), static_cast<std::int64_t>(device::kTelemetrySequenceBlock));
+  }
+  // After a restart (or a crash) it goes on above that bound, never back.
   core = open(config());
-  auto next = core->telemetryEnvelope();
-  ASSERT_TRUE(next.ok());
-  EXPECT_EQ(decodeVerified<wire::Telemetry>(next.value(), deviceRing())->root().getSequence(), 3u);
+  EXPECT_EQ(sequenceOf(core->telemetryEnvelope().value()), device::kTelemetrySequenceBlock + 1);
+  EXPECT_EQ(sequenceOf(core->telemetryEnvelope().value()), device::kTelemetrySequenceBlock + 2);
 }
 
 TEST_F(CoreTest, DriftRisesWhenInputsShift) {

@@ -186,6 +186,7 @@ class DeviceCore {
   std::uint64_t fallbacks_ = 0;
   std::uint64_t healthFailures_ = 0;
   std::uint64_t telemetrySequence_ = 0;
+  std::uint64_t telemetryReserved_ = 0;  // persisted bound of the sequences sent
   std::uint64_t telemetrySent_ = 0;
   // Message payload bytes through the transport since open (MQTT headers
   // and the connection's own state messages not included).

@@ -103,6 +103,8 @@ struct Residual {
 
 // Counter names.
 inline constexpr const char* kTelemetrySequence = "telemetry_sequence";
+// Telemetry sequence numbers reserved per write of kTelemetrySequence.
+inline constexpr std::uint64_t kTelemetrySequenceBlock = 64;
 inline constexpr const char* kFallbacks = "fallbacks";
 inline constexpr const char* kHealthCheckFailures = "health_check_failures";
 inline constexpr const char* kNewSamples = "new_samples";
