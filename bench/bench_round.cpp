@@ -86,6 +86,7 @@
 #include "edgefl/sim/simulator.hpp"
 #include "edgefl/tools/fleet.hpp"
 #include "support/broker.hpp"
+#include "support/process.hpp"
 
 namespace {
 namespace fs = std::filesystem;
@@ -131,14 +132,7 @@ class Child {
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    std::vector<std::string> env;
-    for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-    for (const auto& e : extraEnv) {
-      if (std::getenv(e.substr(0, e.find('=')).c_str()) == nullptr) env.push_back(e);
-    }
-    std::vector<char*> envp;
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
+    edgefl::test::ChildEnvironment env(extraEnv);
     const std::string logPath = log.string();
     pid_ = ::fork();
     if (pid_ == 0) {
@@ -149,7 +143,7 @@ class Child {
         ::dup2(fd, 1);
         ::dup2(fd, 2);
       }
-      ::execve(args[0], args.data(), envp.data());
+      ::execve(args[0], args.data(), env.envp());
       ::_exit(127);
     }
   }

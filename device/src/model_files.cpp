@@ -55,15 +55,29 @@ Status ModelFiles::write(const std::string& name, ByteView bytes) const {
   const fs::path target = dir_ / name;
   const fs::path temp = dir_ / (name + std::string(kTempSuffix));
   // The spare, if there is one, becomes the temporary and is overwritten in
-  // place: truncating would free its blocks only to allocate them again.
-  const bool reuse = recycle_ && ::rename((dir_ / kSpareName).c_str(), temp.c_str()) == 0;
+  // place: truncating it first would free its blocks only to allocate them
+  // again. Its size is read before the rename (a spare is never replaced,
+  // only taken), so its bytes, already counted, are known on every path.
+  std::uint64_t counted = 0;
+  bool reuse = false;
+  if (recycle_) {
+    const fs::path spare = dir_ / kSpareName;
+    struct stat st {};
+    if (::stat(spare.c_str(), &st) == 0 && ::rename(spare.c_str(), temp.c_str()) == 0) {
+      reuse = true;
+      counted = static_cast<std::uint64_t>(st.st_size);
+    }
+  }
   int fd = ::open(temp.c_str(),
                   reuse ? O_WRONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ioError("cannot create", temp, errno);
-  // Bytes already counted: the spare's, which the new file takes over.
-  std::uint64_t counted = 0;
-  if (struct stat st{}; reuse && ::fstat(fd, &st) == 0)
-    counted = static_cast<std::uint64_t>(st.st_size);
+  if (fd < 0) {
+    const int err = errno;
+    if (reuse) {
+      ::unlink(temp.c_str());
+      uncount(counted);
+    }
+    return ioError("cannot create", temp, err);
+  }
   auto fail = [&](const char* what, int err) {
     ::close(fd);
     ::unlink(temp.c_str());
@@ -79,7 +93,8 @@ Status ModelFiles::write(const std::string& name, ByteView bytes) const {
     }
     written += static_cast<std::size_t>(n);
   }
-  if (counted > bytes.size() && ::ftruncate(fd, static_cast<off_t>(bytes.size())) != 0) {
+  // What is left of a longer spare goes.
+  if (reuse && ::ftruncate(fd, static_cast<off_t>(bytes.size())) != 0) {
     return fail("cannot truncate", errno);
   }
   if (durable_ && ::fsync(fd) != 0) return fail("cannot fsync", errno);

@@ -387,8 +387,9 @@ void sgd(float* w, const float* g, float* velocity, const float* ref, std::size_
   alignas(64) float total[kUpdateChunk];
   for (std::size_t start = 0; start < count; start += kUpdateChunk) {
     const Index len = ix(count - start < kUpdateChunk ? count - start : kUpdateChunk);
-    regularizedGradient(w + start, g + start, ref + start, len, step.weightDecay, step.proximalMu,
-                        total);
+    // ref is null without a proximal term: no offset on it then.
+    regularizedGradient(w + start, g + start, ref == nullptr ? nullptr : ref + start, len,
+                        step.weightDecay, step.proximalMu, total);
     ArrayMap weights(w + start, len);
     const ConstArrayMap update(total, len);
     if (step.momentum > 0.0f) {
@@ -408,8 +409,9 @@ void adam(float* w, const float* g, float* m, float* v, const float* ref, std::s
   const float rate2 = 1.0f / step.correction2;
   for (std::size_t start = 0; start < count; start += kUpdateChunk) {
     const Index len = ix(count - start < kUpdateChunk ? count - start : kUpdateChunk);
-    regularizedGradient(w + start, g + start, ref + start, len, step.weightDecay, step.proximalMu,
-                        total);
+    // ref is null without a proximal term: no offset on it then.
+    regularizedGradient(w + start, g + start, ref == nullptr ? nullptr : ref + start, len,
+                        step.weightDecay, step.proximalMu, total);
     const ConstArrayMap grad(total, len);
     ArrayMap first(m + start, len);
     ArrayMap second(v + start, len);

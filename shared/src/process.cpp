@@ -19,10 +19,12 @@ std::string keepFreedMemoryForReuse() {
       std::string_view(tunables).find("glibc.malloc.") != std::string_view::npos) {
     return "allocator: left as GLIBC_TUNABLES sets it";
   }
-  if (mallopt(M_MMAP_THRESHOLD, kMmapThreshold) != 1 ||
-      mallopt(M_TRIM_THRESHOLD, kTrimThreshold) != 1 || mallopt(M_ARENA_MAX, 1) != 1) {
-    return "allocator: mallopt refused the thresholds; freed buffers go back to the kernel";
-  }
+  // Each setting on its own: one refused leaves the others in force.
+  std::string refused;
+  if (mallopt(M_MMAP_THRESHOLD, kMmapThreshold) != 1) refused += " mmap threshold";
+  if (mallopt(M_TRIM_THRESHOLD, kTrimThreshold) != 1) refused += " trim threshold";
+  if (mallopt(M_ARENA_MAX, 1) != 1) refused += " arena count";
+  if (!refused.empty()) return "allocator: mallopt refused the" + refused;
   return "allocator: one heap for every thread, buffers up to 32 MiB from it, up to 256 MiB of "
          "freed memory kept";
 }

@@ -114,6 +114,7 @@ namespace {
 class AppendTo final : public kj::OutputStream {
  public:
   explicit AppendTo(Bytes& out) : out_(out) {}
+  using kj::OutputStream::write;
   void write(const void* buffer, size_t size) override {
     const auto* p = static_cast<const std::uint8_t*>(buffer);
     out_.insert(out_.end(), p, p + size);

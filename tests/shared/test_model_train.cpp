@@ -134,6 +134,47 @@ TEST(ModelTrain, WeightDecayWithoutAProximalTerm) {
   EXPECT_NEAR(model.parameters()[1], 0.04f, 1e-6);
 }
 
+// The same over tensors of many update chunks (the kernels step through
+// 1,024 parameters at a time), for SGD and Adam: every weight of the first
+// step moves by exactly what the gradient and the decay give.
+TEST(ModelTrain, WeightDecayWithoutAProximalTermOverLargeTensors) {
+  for (const OptimizerKind optimizer : {OptimizerKind::Sgd, OptimizerKind::Adam}) {
+    ModelOptions options;
+    Model model = createModel("logreg:784-10", options).value();
+    ASSERT_GT(model.tensorSizes()[0], 1024u);
+    const std::vector<float> before(model.parameters().begin(), model.parameters().end());
+    TrainOptions o = sgd(0.01f);
+    o.optimizer = optimizer;
+    o.weightDecay = 0.5f;
+    o.batchSize = 1;
+    auto trainer = Trainer::prepare(model, o);
+    ASSERT_TRUE(trainer.ok()) << trainer.error().toString();
+    std::vector<float> x(784, 0.0f);
+    x[3] = 1.0f;
+    const std::int32_t label[] = {2};
+    ASSERT_TRUE(trainer->computeGradients(x, label).ok());
+    const std::vector<float> g(trainer->gradients().begin(), trainer->gradients().end());
+    std::copy(before.begin(), before.end(), model.parameters().begin());
+    auto again = Trainer::prepare(model, o);
+    ASSERT_TRUE(again.ok());
+    ASSERT_TRUE(again->step(x, label).ok());
+    std::size_t checked = 0;
+    for (std::size_t i = 0; i < before.size(); ++i) {
+      const float total = g[i] + 0.5f * before[i];
+      // Adam's first step moves each weight by the rate times the sign of
+      // its gradient (to within epsilon).
+      const float expected = optimizer == OptimizerKind::Sgd
+                                 ? before[i] - 0.01f * total
+                                 : before[i] - (total == 0.0f ? 0.0f : std::copysign(0.01f, total));
+      if (std::abs(total) > 1e-4f || optimizer == OptimizerKind::Sgd) {
+        ASSERT_NEAR(model.parameters()[i], expected, 1e-5f) << i;
+        ++checked;
+      }
+    }
+    EXPECT_GT(checked, 2048u);
+  }
+}
+
 TEST(ModelTrain, SgdConvergesOnALinearProblem) {
   ModelOptions options;
   options.task = Task::Regression;

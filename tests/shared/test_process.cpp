@@ -15,6 +15,13 @@
 
 namespace {
 
+// ASan and TSan bring their own allocator, which mallopt does not reach.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr bool kGlibcMalloc = false;
+#else
+constexpr bool kGlibcMalloc = true;
+#endif
+
 // A buffer of `bytes`, filled so its pages exist.
 std::vector<char> buffer(std::size_t bytes) {
   std::vector<char> b(bytes, 1);
@@ -26,6 +33,7 @@ std::vector<char> buffer(std::size_t bytes) {
 // Unset, glibc maps the first buffer of 128 KiB or more on its own, and
 // unmaps it at free (it raises the threshold only after such a free).
 TEST(Process, LargeBuffersComeFromTheHeapAndStayThereWhenFreed) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "a sanitizer's allocator";
   if (std::getenv("GLIBC_TUNABLES") != nullptr) GTEST_SKIP() << "GLIBC_TUNABLES is set";
   const std::string said = edgefl::keepFreedMemoryForReuse();
   EXPECT_NE(said.find("32 MiB"), std::string::npos) << said;
@@ -45,6 +53,7 @@ TEST(Process, LargeBuffersComeFromTheHeapAndStayThereWhenFreed) {
 // Every thread allocates from the one heap: a buffer freed by another
 // thread serves this one without growing the heap.
 TEST(Process, ThreadsShareOneHeap) {
+  if (!kGlibcMalloc) GTEST_SKIP() << "a sanitizer's allocator";
   if (std::getenv("GLIBC_TUNABLES") != nullptr) GTEST_SKIP() << "GLIBC_TUNABLES is set";
   edgefl::keepFreedMemoryForReuse();
   constexpr std::size_t kBytes = std::size_t{8} << 20;

@@ -101,16 +101,8 @@ void Broker::start() {
   const fs::path conf = fleetDir_ / "broker" / "mosquitto.conf";
   // The broker runs as `edgefl fleet init` tells operators to run it: with
   // glibc keeping freed buffers (unless this process's environment already
-  // sets GLIBC_TUNABLES, which it inherits). Built before the fork: the child
-  // only execs.
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
-  if (std::getenv("GLIBC_TUNABLES") == nullptr) {
-    env.push_back(std::string("GLIBC_TUNABLES=") + kBrokerMallocTunables);
-  }
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
+  // sets GLIBC_TUNABLES, which it inherits).
+  ChildEnvironment env({std::string("GLIBC_TUNABLES=") + kBrokerMallocTunables});
   const pid_t parent = ::getpid();
   pid_ = ::fork();
   if (pid_ == 0) {
@@ -121,7 +113,7 @@ void Broker::start() {
     ::dup2(devnull, 1);
     ::dup2(devnull, 2);
     ::execle(EDGEFL_MOSQUITTO, EDGEFL_MOSQUITTO, "-c", conf.c_str(), static_cast<char*>(nullptr),
-             envp.data());
+             env.envp());
     ::_exit(127);
   }
   for (int i = 0; i < 500; ++i) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <stdexcept>
 #include <thread>
 
@@ -15,6 +16,15 @@ namespace edgefl::test {
 void dieWithParent(pid_t parent) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   if (::getppid() != parent) ::_exit(126);  // the parent died before prctl
+}
+
+ChildEnvironment::ChildEnvironment(const std::vector<std::string>& extra) {
+  for (char** e = environ; *e != nullptr; ++e) entries_.emplace_back(*e);
+  for (const auto& e : extra) {
+    if (std::getenv(e.substr(0, e.find('=')).c_str()) == nullptr) entries_.push_back(e);
+  }
+  for (auto& e : entries_) pointers_.push_back(e.data());
+  pointers_.push_back(nullptr);
 }
 
 ChildProcess::ChildProcess(std::vector<std::string> argv, std::filesystem::path log) {

@@ -18,6 +18,19 @@ namespace edgefl::test {
 // that outlives the child (the test's own).
 void dieWithParent(pid_t parent);
 
+// An environment for execve, built before the fork (the child then only
+// execs): this process's, plus each `extra` entry ("NAME=value") whose NAME
+// this process does not set. envp() points into it.
+class ChildEnvironment {
+ public:
+  explicit ChildEnvironment(const std::vector<std::string>& extra);
+  char* const* envp() { return pointers_.data(); }
+
+ private:
+  std::vector<std::string> entries_;
+  std::vector<char*> pointers_;
+};
+
 class ChildProcess {
  public:
   ChildProcess(std::vector<std::string> argv, std::filesystem::path log);

@@ -194,14 +194,14 @@ TEST(FleetInit, TheDemoTheReadmeAndTheTestBrokersRunTheBrokerAsPrinted) {
   std::ifstream in("/proc/" + std::to_string(fleet.broker().pid()) + "/environ");
   std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   std::replace(env.begin(), env.end(), '\0', '\n');
-  // The dynamic loader cuts the variable in place at each ':' as it parses
-  // it, so each tunable is looked for on its own.
-  const std::string tunables = kBrokerMallocTunables;
-  const std::size_t colon = tunables.find(':');
-  ASSERT_NE(colon, std::string::npos);
-  EXPECT_NE(env.find("\nGLIBC_TUNABLES=" + tunables.substr(0, colon) + "\n"), std::string::npos)
-      << env;
-  EXPECT_NE(env.find("\n" + tunables.substr(colon + 1) + "\n"), std::string::npos) << env;
+  // glibc's loader may cut the variable in place at each ':' as it parses
+  // it (2.36 does), so the value is looked for whole or cut.
+  std::string cut = kBrokerMallocTunables;
+  std::replace(cut.begin(), cut.end(), ':', '\n');
+  const bool whole = env.find(std::string("\nGLIBC_TUNABLES=") + kBrokerMallocTunables + "\n") !=
+                     std::string::npos;
+  const bool split = env.find("\nGLIBC_TUNABLES=" + cut + "\n") != std::string::npos;
+  EXPECT_TRUE(whole || split) << env;
 }
 
 }  // namespace

@@ -10,7 +10,11 @@
 // and allocated per update. On ext4 without a journal every allocation
 // skips the inodes freed in the last minutes, one lookup each, and that
 // scan grew with the churn of a simulated fleet to most of a file write.
-// The spare is a temporary, so an open sweeps it; it counts in bytesUsed.
+// The spare is a temporary: the sweep of temporaries (removeUnless, at a
+// device's open) removes it, though the same sweep may leave a new one
+// when it removes a file no row names. It counts in bytesUsed, and holds
+// the bytes of the last update removed (acknowledged or dropped) until the
+// next write takes it.
 
 #include <atomic>
 #include <cstdint>
@@ -37,7 +41,8 @@ class ModelFiles {
   Status write(const std::string& name, ByteView bytes) const;
   // IoError, TooLarge (over maxBytes).
   Result<Bytes> read(const std::string& name, std::size_t maxBytes) const;
-  // Removes every file for which `keep` is false, and every temporary.
+  // Removes every file for which `keep` is false (when recycling, one of
+  // them may become the new spare), and every temporary.
   void removeUnless(const std::function<bool(const std::string& name)>& keep) const;
   // Removes `name` if it is there (as the spare when recycling and there is
   // none yet); false if it is there and stays.

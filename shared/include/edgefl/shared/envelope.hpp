@@ -176,8 +176,10 @@ struct VerifyOptions {
 // keeps what the delegation says; it is used only while the keyring still
 // holds, as a root key, the key that signed it, and its fleet and validity
 // window are checked again on every use, so removing a root key or the
-// passing of notAfter takes effect as without the cache. Holds the last
-// `capacity` delegations seen; thread-safe.
+// passing of notAfter takes effect as without the cache. A hit skips
+// parsing the delegation again, so one cache serves verifications with the
+// same DecodeLimits. Holds the `capacity` delegations verified last (the
+// first verified is dropped first); thread-safe.
 class DelegationCache {
  public:
   // What a verified delegation says, and the root key that signed it.
@@ -187,7 +189,8 @@ class DelegationCache {
     PublicKey subjectKey{};
     Role role = Role::UNKNOWN;
     std::string fleet;
-    std::int64_t notBefore = 0, notAfter = 0;
+    std::int64_t notBefore = 0;
+    std::int64_t notAfter = 0;
   };
 
   explicit DelegationCache(std::size_t capacity = 4) : capacity_(capacity) {}

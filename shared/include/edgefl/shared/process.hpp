@@ -1,7 +1,8 @@
 #pragma once
 // Settings for the whole process, made only by edgefl's own programs (the
-// coordinator and the simulator): the device library never calls these,
-// its process belongs to the application that embeds it.
+// coordinator, the simulator, and the benchmarks that run them in process):
+// the device library never calls these, its process belongs to the
+// application that embeds it.
 
 #include <string>
 
@@ -9,8 +10,10 @@ namespace edgefl {
 
 // Keeps freed memory in the heap for the next allocation instead of handing
 // it back to the kernel. glibc gives every allocation above its mmap
-// threshold (128 KiB at first) pages of its own and unmaps them at free,
-// and trims the top of each heap past twice that; a 400 KB update copied
+// threshold (128 KiB at first, raised only by such a free) pages of its
+// own and unmaps them at free, and trims the top of a heap past its trim
+// threshold (also 128 KiB at first, twice the mmap threshold once that
+// moved); a 400 KB update copied
 // into a fresh buffer then costs a page fault per 4 KiB, every time. With
 // this, allocations up to 32 MiB come from the heap and up to 256 MiB of
 // free memory stays there, and every thread allocates from the one main
