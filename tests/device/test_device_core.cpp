@@ -1010,12 +1010,16 @@ TEST_F(CoreTest, OpenChecksTheConfiguration) {
 TEST_F(CoreTest, ModelCacheSharesOneCopyBetweenDevices) {
   auto cache = std::make_shared<ModelCache>();
   std::vector<std::unique_ptr<DeviceCore>> devices;
+  // One deployment, the same bytes for every device as the broker's retained
+  // message is (a deployment built again in another second is another
+  // deployment: its createdAt differs).
+  const Bytes first = fleet.deployment(model);
   for (int i = 0; i < 5; ++i) {
     DeviceConfig c = config("dev-" + std::to_string(i));
     c.modelCache = cache;
     c.sampleStore = SampleStoreKind::Memory;
     devices.push_back(open(c));
-    ASSERT_TRUE(deploy(*devices.back(), model).ok());
+    ASSERT_TRUE(devices.back()->handleMessage(deployTopic("demo", "stable"), first).ok());
   }
   EXPECT_EQ(cache->size(), 1u);
   // Another deployment is another entry, even of the same model; one of
