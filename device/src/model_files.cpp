@@ -58,31 +58,32 @@ Status ModelFiles::write(const std::string& name, ByteView bytes) const {
   // place: truncating it first would free its blocks only to allocate them
   // again. Its size is read before the rename (a spare is never replaced,
   // only taken), so its bytes, already counted, are known on every path.
+  // Only a regular file is taken, and it is opened without following a
+  // link: nothing put there under that name is written through.
   std::uint64_t counted = 0;
   bool reuse = false;
   if (recycle_) {
     const fs::path spare = dir_ / kSpareName;
     struct stat st {};
-    if (::stat(spare.c_str(), &st) == 0 && ::rename(spare.c_str(), temp.c_str()) == 0) {
+    if (::lstat(spare.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        ::rename(spare.c_str(), temp.c_str()) == 0) {
       reuse = true;
       counted = static_cast<std::uint64_t>(st.st_size);
     }
   }
-  int fd = ::open(temp.c_str(),
-                  reuse ? O_WRONLY | O_CLOEXEC : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    const int err = errno;
-    if (reuse) {
-      ::unlink(temp.c_str());
-      uncount(counted);
-    }
-    return ioError("cannot create", temp, err);
-  }
-  auto fail = [&](const char* what, int err) {
-    ::close(fd);
+  // Every failure removes the temporary (the spare with it) and its count.
+  auto discard = [&](const char* what, const fs::path& path, int err) {
     ::unlink(temp.c_str());
     uncount(counted);
-    return ioError(what, temp, err);
+    return ioError(what, path, err);
+  };
+  int fd = ::open(
+      temp.c_str(),
+      reuse ? O_WRONLY | O_CLOEXEC | O_NOFOLLOW : O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return discard("cannot create", temp, errno);
+  auto fail = [&](const char* what, int err) {
+    ::close(fd);
+    return discard(what, temp, err);
   };
   std::size_t written = 0;
   while (written < bytes.size()) {
@@ -98,19 +99,11 @@ Status ModelFiles::write(const std::string& name, ByteView bytes) const {
     return fail("cannot truncate", errno);
   }
   if (durable_ && ::fsync(fd) != 0) return fail("cannot fsync", errno);
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(temp.c_str());
-    uncount(counted);
-    return ioError("cannot close", temp, err);
-  }
+  if (::close(fd) != 0) return discard("cannot close", temp, errno);
   std::error_code ec;
   const auto replaced = fs::file_size(target, ec);
   if (::rename(temp.c_str(), target.c_str()) != 0) {
-    int err = errno;
-    ::unlink(temp.c_str());
-    uncount(counted);
-    return ioError("cannot rename into", target, err);
+    return discard("cannot rename into", target, errno);
   }
   bytes_.fetch_add(bytes.size(), std::memory_order_relaxed);
   uncount(counted);

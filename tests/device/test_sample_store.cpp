@@ -272,6 +272,20 @@ TEST(ModelFiles, ARecyclingDirectoryWritesOverItsSpare) {
   EXPECT_EQ(files.bytesUsed(), walked());
   EXPECT_EQ(files.bytesUsed(), 0u);
 
+  // Something other than a regular file under the spare's name is never
+  // written through: a link to a file outside stays untouched.
+  const auto outside = tmp.path() / "outside";
+  std::ofstream(outside) << "keep me";
+  std::filesystem::create_symlink(outside, spare);
+  ASSERT_TRUE(files.write("r7", Bytes(40, 10)).ok());
+  EXPECT_EQ(files.read("r7", 1 << 20).value(), Bytes(40, 10));
+  std::ifstream in(outside);
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()),
+            "keep me");
+  std::filesystem::remove(spare);
+  ASSERT_TRUE(files.remove("r7"));
+  EXPECT_TRUE(std::filesystem::is_regular_file(spare));
+
   ASSERT_TRUE(files.write("r6", Bytes(30, 9)).ok());
   ASSERT_TRUE(files.remove("r6"));
   files.removeUnless([](const std::string&) { return true; });
