@@ -77,10 +77,15 @@ class DeviceApiTest : public ::testing::Test {
     return test::offlineConfig(tmp.path(), id, keyFile, rootPub);
   }
   std::unique_ptr<Device> open(DeviceConfig c, const Model& model) {
+    return open(std::move(c), fleet.deployment(model));
+  }
+  // With a deployment's bytes: devices that share a model cache share an
+  // entry only for the same deployment, as they get the broker's retained
+  // message (one built again in another second has another createdAt).
+  std::unique_ptr<Device> open(DeviceConfig c, const Bytes& deployment) {
     auto device = Device::open(std::move(c));
     EXPECT_TRUE(device.ok()) << device.error().toString();
-    DeviceError deployed =
-        device.value()->handleMessage(deployTopic("demo", "stable"), fleet.deployment(model));
+    DeviceError deployed = device.value()->handleMessage(deployTopic("demo", "stable"), deployment);
     EXPECT_TRUE(deployed.ok()) << deployed.toString();
     return std::move(device.value());
   }
@@ -168,6 +173,7 @@ TEST_F(DeviceApiTest, DevicesShareAnExecutorAndTheirModels) {
   std::vector<std::unique_ptr<Device>> devices;
   std::vector<std::vector<Bytes>> sent(6);
   std::mutex sentMu;
+  const Bytes deployment = fleet.deployment(model);
   for (int i = 0; i < 6; ++i) {
     DeviceConfig c = config("dev-" + std::to_string(i));
     c.executor = pool.executor();
@@ -182,7 +188,7 @@ TEST_F(DeviceApiTest, DevicesShareAnExecutorAndTheirModels) {
       }
       return true;
     };
-    devices.push_back(open(std::move(c), model));
+    devices.push_back(open(std::move(c), deployment));
   }
   EXPECT_EQ(cache->size(), 1u);
   const Dataset d = test::syntheticData(8, 3, 16, 8);
