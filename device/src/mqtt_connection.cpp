@@ -136,7 +136,7 @@ void MqttConnection::stop() {
 bool MqttConnection::publish(const std::string& topic, ByteView payload, bool retain) {
   int rc = mosquitto_publish(mosq_, nullptr, topic.c_str(), static_cast<int>(payload.size()),
                              payload.data(), kQos, retain);
-  if (config_.loop) config_.loop->impl().wake();
+  if (config_.loop) config_.loop->impl().wantsWrite(this);
   // NO_CONN: libmosquitto keeps QoS 1 messages and sends them on reconnect.
   return rc == MOSQ_ERR_SUCCESS || rc == MOSQ_ERR_NO_CONN;
 }

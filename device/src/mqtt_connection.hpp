@@ -10,9 +10,9 @@
 // task), and publishes with QoS 1.
 //
 // Two ways to drive it: libmosquitto's own thread (mosquitto_loop_start,
-// which also reconnects), or a shared MqttLoop, which polls every
-// registered socket and calls mosquitto_loop_read / _write / _misc itself
-// and reconnects with its own backoff.
+// which also reconnects), or a shared MqttLoop, which waits on every
+// registered socket with epoll and calls mosquitto_loop_read / _write /
+// _misc itself and reconnects with its own backoff.
 
 #include <poll.h>
 
@@ -21,6 +21,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <vector>
 
 #include "edgefl/device/device.hpp"
@@ -89,6 +90,12 @@ class MqttConnection final : public Transport {
 
 namespace edgefl {
 
+// The work of a wake-up is proportional to the connections that have
+// something to do, not to the connections registered: sockets stay in an
+// epoll set (with EPOLLOUT only while libmosquitto has bytes to write),
+// publishes from other threads name their connection, and keepalives,
+// reconnects and the devices' timers run in one pass over all connections
+// per `tick`.
 class EDGEFL_DEVICE_HIDDEN MqttLoop::Impl {
  public:
   explicit Impl(MqttLoop::Options options);
@@ -97,23 +104,42 @@ class EDGEFL_DEVICE_HIDDEN MqttLoop::Impl {
   void add(device::MqttConnection* connection);
   // After this returns the loop no longer touches `connection`.
   void remove(device::MqttConnection* connection);
-  // Makes a poll() in progress return: a publish from another thread has
-  // something to write.
+  // Makes a wait in progress return.
   void wake();
+  // The same, for a publish queued on `connection` by any thread: the loop
+  // writes it on this wake-up rather than at its next pass.
+  void wantsWrite(device::MqttConnection* connection);
   void runOnce(std::chrono::milliseconds timeout);
   void start();
   void stop();
   std::size_t size() const;
+  // The sockets in the epoll set (for tests).
+  std::size_t watchedSockets() const;
 
  private:
+  // What the epoll set holds for one connection.
+  struct Watch {
+    int fd = -1;       // the registered socket, -1 when none
+    bool out = false;  // registered with EPOLLOUT
+  };
+  // After any call into libmosquitto for `c`: writes what it has queued and
+  // brings its registration in line with its socket and want_write.
+  void settle(device::MqttConnection* c, Watch& w);
+  void rewatch(device::MqttConnection* c, Watch& w);
+
   MqttLoop::Options options_;
   int wakeFd_ = -1;
-  // Guards the connection list and every call into libmosquitto or a
-  // device made by the loop; not held during poll().
+  int epollFd_ = -1;
+  // Guards the connections, their watches and every call into libmosquitto
+  // or a device made by the loop; not held during epoll_wait().
   mutable std::mutex mu_;
-  std::vector<device::MqttConnection*> connections_;
-  std::vector<pollfd> fds_;                      // loop thread only
-  std::vector<device::MqttConnection*> polled_;  // loop thread only
+  std::vector<device::MqttConnection*> connections_;  // in the order added
+  std::unordered_map<device::MqttConnection*, Watch> watches_;
+  // Connections with a publish queued since the last wake-up.
+  std::mutex wantMu_;
+  std::vector<device::MqttConnection*> wantWrite_;
+  std::vector<device::MqttConnection*> writing_;      // loop thread only
+  std::chrono::steady_clock::time_point nextPass_{};  // loop thread only
   std::atomic<bool> running_{false};
   std::thread thread_;
 };

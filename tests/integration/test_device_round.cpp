@@ -29,6 +29,52 @@ class DeviceRoundTest : public test::BrokerFixture {
       ASSERT_TRUE(e.ok()) << e.toString();
     }
   }
+
+  // Enrolls sim-0 .. sim-(n-1) and publishes the stable model; the
+  // coordinator's client, subscribed to their updates (nullptr on failure).
+  std::unique_ptr<test::MqttClient> fleetOf(int n) {
+    for (int i = 0; i < n; ++i) enroll("sim-" + std::to_string(i));
+    auto c = coordinator();
+    const bool ready = c->subscribe("edgefl/demo/device/+/update") < 0x80 &&
+                       test::accepted(c->publish(deployTopic("demo", "stable"),
+                                                 fleet->deployment(model), 1, true));
+    EXPECT_TRUE(ready);
+    return ready ? std::move(c) : nullptr;
+  }
+
+  template <typename Check>
+  static bool all(const std::vector<std::unique_ptr<Device>>& devices, Check check) {
+    for (const auto& d : devices) {
+      if (!check(d->status())) return false;
+    }
+    return true;
+  }
+
+  // Opens `round` for every device of `devices` (named sim-0, sim-1, ...),
+  // takes one verified update from each and acknowledges them all.
+  void runRound(test::MqttClient& c, const std::vector<std::unique_ptr<Device>>& devices,
+                std::uint64_t round) {
+    ASSERT_TRUE(test::accepted(c.publish(
+        roundTopic("demo"),
+        fleet->roundTask({.round = round, .baseDigest = parameterDigest(model)}), 1, true)));
+    std::set<std::string> senders;
+    const Keyring ring = enrolledKeys();
+    while (senders.size() < devices.size()) {
+      auto m = c.waitMessage(15s);
+      ASSERT_TRUE(m.has_value()) << senders.size() << " of " << devices.size() << " updates";
+      auto v = decodeVerified<wire::Update>(m->payload, ring);
+      ASSERT_TRUE(v.ok()) << v.error().toString();
+      EXPECT_EQ(std::string(v->root().getDeviceId()), v->signer.subject);
+      EXPECT_EQ(v->root().getRound(), round);
+      senders.insert(v->signer.subject);
+    }
+    for (std::size_t i = 0; i < devices.size(); ++i) {
+      const std::string id = "sim-" + std::to_string(i);
+      ASSERT_TRUE(test::accepted(c.publish(deviceTopic("demo", id, "ack"), fleet->ack(id, round))));
+    }
+    ASSERT_TRUE(test::eventually(
+        [&] { return all(devices, [](const DeviceStatus& s) { return s.pendingUpdates == 0; }); }));
+  }
 };
 
 TEST_F(DeviceRoundTest, RoundTaskLeadsToAVerifiedUpdateAndTheAckClearsIt) {
@@ -173,11 +219,8 @@ class Pool {
 
 TEST_F(DeviceRoundTest, ManyDevicesRunFromOneLoopAndOnePool) {
   constexpr int kDevices = 24;
-  for (int i = 0; i < kDevices; ++i) enroll("sim-" + std::to_string(i));
-  auto c = coordinator();
-  ASSERT_LT(c->subscribe("edgefl/demo/device/+/update"), 0x80);
-  ASSERT_TRUE(
-      test::accepted(c->publish(deployTopic("demo", "stable"), fleet->deployment(model), 1, true)));
+  auto c = fleetOf(kDevices);
+  ASSERT_NE(c, nullptr);
 
   Pool pool(2);
   auto loop = std::make_shared<MqttLoop>();
@@ -198,52 +241,53 @@ TEST_F(DeviceRoundTest, ManyDevicesRunFromOneLoopAndOnePool) {
   // No thread per device: the loop and the pool drive them all.
   EXPECT_EQ(threadCount(), threadsBefore);
   EXPECT_EQ(loop->connectionCount(), static_cast<std::size_t>(kDevices));
-  ASSERT_TRUE(test::eventually([&] {
-    for (auto& d : devices) {
-      if (!d->status().modelLoaded) return false;
-    }
-    return true;
-  }));
+  ASSERT_TRUE(test::eventually(
+      [&] { return all(devices, [](const DeviceStatus& s) { return s.modelLoaded; }); }));
   EXPECT_EQ(cache->size(), 1u);
   for (auto& d : devices) observe(*d, 16);
-  ASSERT_TRUE(test::accepted(
-      c->publish(roundTopic("demo"),
-                 fleet->roundTask({.round = 1, .baseDigest = parameterDigest(model)}), 1, true)));
-  std::set<std::string> senders;
-  const Keyring ring = enrolledKeys();
-  while (senders.size() < static_cast<std::size_t>(kDevices)) {
-    auto m = c->waitMessage(15s);
-    ASSERT_TRUE(m.has_value()) << senders.size() << " of " << kDevices << " updates";
-    auto v = decodeVerified<wire::Update>(m->payload, ring);
-    ASSERT_TRUE(v.ok()) << v.error().toString();
-    EXPECT_EQ(std::string(v->root().getDeviceId()), v->signer.subject);
-    senders.insert(v->signer.subject);
-  }
-  for (int i = 0; i < kDevices; ++i) {
-    ASSERT_TRUE(test::accepted(c->publish(deviceTopic("demo", "sim-" + std::to_string(i), "ack"),
-                                          fleet->ack("sim-" + std::to_string(i), 1))));
-  }
-  ASSERT_TRUE(test::eventually([&] {
-    for (auto& d : devices) {
-      if (d->status().pendingUpdates != 0) return false;
-    }
-    return true;
-  }));
-  // The loop reconnects its devices on its own after the broker restarts.
+  runRound(*c, devices, 1);
+  // The loop reconnects its devices on its own after the broker restarts,
+  // and serves their new sockets.
   broker->stop();
-  ASSERT_TRUE(test::eventually([&] {
-    for (auto& d : devices) {
-      if (d->status().connected) return false;
-    }
-    return true;
-  }));
+  ASSERT_TRUE(test::eventually(
+      [&] { return all(devices, [](const DeviceStatus& s) { return !s.connected; }); }));
   broker->start();
-  ASSERT_TRUE(test::eventually([&] {
-    for (auto& d : devices) {
-      if (!d->status().connected) return false;
-    }
-    return true;
-  }));
+  ASSERT_TRUE(test::eventually(
+      [&] { return all(devices, [](const DeviceStatus& s) { return s.connected; }); }));
+  auto after = coordinator();
+  ASSERT_LT(after->subscribe("edgefl/demo/device/+/update"), 0x80);
+  runRound(*after, devices, 2);
+  devices.clear();
+  EXPECT_EQ(loop->connectionCount(), 0u);
+  loop->stop();
+}
+
+TEST_F(DeviceRoundTest, TheLoopServesTrafficWithoutWaitingForItsTimerPass) {
+  // A pass over all connections only once a minute: connecting, the
+  // retained deployment, the round task, the update published from a pool
+  // thread and the ack all travel on socket events and on the publishing
+  // connection's own wake-up.
+  constexpr int kDevices = 3;
+  auto c = fleetOf(kDevices);
+  ASSERT_NE(c, nullptr);
+  Pool pool(2);
+  auto loop = std::make_shared<MqttLoop>(MqttLoop::Options{.tick = 60s});
+  loop->start();
+  // Let the loop make its first pass (right at start) with no connection.
+  std::this_thread::sleep_for(100ms);
+  std::vector<std::unique_ptr<Device>> devices;
+  for (int i = 0; i < kDevices; ++i) {
+    DeviceConfig config = deviceConfig("sim-" + std::to_string(i));
+    config.transport.loop = loop;
+    config.executor = pool.executor();
+    config.sampleStore = SampleStoreKind::Memory;
+    devices.push_back(open(config));
+    ASSERT_NE(devices.back(), nullptr);
+  }
+  ASSERT_TRUE(test::eventually(
+      [&] { return all(devices, [](const DeviceStatus& s) { return s.modelLoaded; }); }));
+  for (auto& d : devices) observe(*d, 16);
+  runRound(*c, devices, 1);
   devices.clear();
   EXPECT_EQ(loop->connectionCount(), 0u);
   loop->stop();

@@ -111,16 +111,19 @@ class EDGEFL_DEVICE_API ModelCache {
   std::unique_ptr<Impl> impl_;
 };
 
-// Drives the MQTT connections of many Devices from one thread (poll over
+// Drives the MQTT connections of many Devices from one thread (epoll over
 // their sockets, then libmosquitto's read/write/misc steps), with their
 // timers (telemetry, resends), so a simulation of a thousand devices does
-// not need a thousand network threads. Reconnects with backoff on its own.
+// not need a thousand network threads. A wake-up serves the connections
+// that have something to read or write; keepalives, reconnects (with
+// backoff) and the devices' timers run once per `tick` for all of them.
 class EDGEFL_DEVICE_API MqttLoop {
  public:
   struct Options {
-    // Longest wait in poll(): bounds how late keepalives and the devices'
-    // timers run. 100 ms keeps telemetry and resends on time (they are
-    // counted in seconds) at negligible cost for idle devices.
+    // Period of the pass over all connections: bounds how late
+    // keepalives, reconnects and the devices' timers run. 100 ms keeps
+    // telemetry and resends on time (they are counted in seconds) at
+    // negligible cost for idle devices.
     std::chrono::milliseconds tick{100};
   };
 
