@@ -516,6 +516,80 @@ TEST_F(CoreTest, AsynchronousRoundsTrainOnTheActiveModelAndSayWhichItWas) {
   EXPECT_TRUE(std::equal(own.begin(), own.end(), u->root().getBaseDigest().begin()));
 }
 
+TEST_F(CoreTest, ARoundTaskThatDoesNotSelectTheDeviceIsSetAsideUnverified) {
+  auto core = open(config());
+  ASSERT_TRUE(deploy(*core, model).ok());
+  observe(*core, 12);
+  const Digest base = parameterDigest(model);
+  const std::string updates = deviceTopic("demo", "dev-1", "update");
+  auto forged = [&](test::RoundSpec spec) {
+    Bytes bytes = fleet.roundTask(spec);
+    flipSignatureBit(bytes);
+    return bytes;
+  };
+  // Not selected (by the list, by the fraction): set aside, not refused,
+  // even with a broken signature; only the status names the round.
+  const std::uint64_t refusedBefore = core->status().refused;
+  EXPECT_TRUE(core->handleMessage(roundTopic("demo"),
+                                  forged({.round = 3, .baseDigest = base, .devices = {"dev-2"}}))
+                  .ok());
+  EXPECT_EQ(core->status().roundState, "NotSelected: round 3");
+  EXPECT_TRUE(core->handleMessage(roundTopic("demo"), forged({.round = 4, .fraction = 0.0f})).ok());
+  EXPECT_EQ(core->status().roundState, "NotSelected: round 4");
+  EXPECT_EQ(core->status().refused, refusedBefore);
+  // The same broken signature on a task that selects the device is refused.
+  EXPECT_EQ(core->handleMessage(roundTopic("demo"),
+                                forged({.round = 5, .baseDigest = base, .devices = {"dev-1"}}))
+                .code(),
+            Code::BadSignature);
+  EXPECT_EQ(core->status().refused, refusedBefore + 1);
+  // Another fleet's task or a payload that is not a round task takes the
+  // full check, as before.
+  EXPECT_EQ(core->handleMessage(roundTopic("demo"),
+                                fleet.roundTask({.fleet = "other", .round = 5, .fraction = 0.0f}))
+                .code(),
+            Code::WrongFleet);
+  EXPECT_TRUE(transport.on(updates).empty());
+
+  // Nothing set aside stands in the way of a task that selects the device.
+  ASSERT_TRUE(
+      core->handleMessage(roundTopic("demo"), fleet.roundTask({.round = 6, .baseDigest = base}))
+          .ok());
+  ASSERT_EQ(transport.on(updates).size(), 1u);
+  EXPECT_EQ(core->status().roundState, "sent");
+  // Round 7 leaves it out: still "sent" while round 6 is open, and named
+  // once round 6 closes.
+  ASSERT_TRUE(
+      core->handleMessage(roundTopic("demo"), fleet.roundTask({.round = 7, .fraction = 0.0f}))
+          .ok());
+  EXPECT_EQ(core->status().roundState, "sent");
+  ASSERT_TRUE(
+      core->handleMessage(
+              roundTopic("demo"),
+              fleet.roundTask({.round = 6, .state = wire::RoundState::CLOSED, .baseDigest = base}))
+          .ok());
+  EXPECT_EQ(core->status().roundState, "NotSelected: round 7");
+
+  // A device holding an open round it is selected for but has not started
+  // (too few samples) checks a newer task that leaves it out: a forged one
+  // is refused and the round kept, a genuine one ends the round.
+  ASSERT_TRUE(
+      core->handleMessage(roundTopic("demo"),
+                          fleet.roundTask({.round = 8, .baseDigest = base, .minSamples = 40}))
+          .ok());
+  EXPECT_EQ(core->status().roundState.rfind("not enough samples", 0), 0u)
+      << core->status().roundState;
+  EXPECT_EQ(core->handleMessage(roundTopic("demo"), forged({.round = 9, .fraction = 0.0f})).code(),
+            Code::BadSignature);
+  EXPECT_EQ(core->status().roundState.rfind("not enough samples", 0), 0u);
+  ASSERT_TRUE(
+      core->handleMessage(roundTopic("demo"), fleet.roundTask({.round = 9, .fraction = 0.0f}))
+          .ok());
+  EXPECT_EQ(core->status().roundState, "NotSelected: round 9");
+  observe(*core, 40, 9);
+  EXPECT_EQ(transport.on(updates).size(), 1u);
+}
+
 TEST_F(CoreTest, RoundEligibility) {
   auto core = open(config());
   ASSERT_TRUE(deploy(*core, model).ok());

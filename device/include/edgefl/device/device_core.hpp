@@ -179,6 +179,9 @@ class DeviceCore {
   std::set<std::uint64_t> sentRounds_;
   std::set<std::uint64_t> trainingRounds_;
   std::string roundState_ = "no round task";
+  // The latest round whose task did not select this device, set aside
+  // unverified (0: none). Only the status names it; nothing acts on it.
+  std::uint64_t setAsideRound_ = 0;
   std::vector<PendingEntry> pending_;
   std::vector<std::function<void()>> deferred_;
   std::array<std::uint64_t, kCodeCount> refused_{};
