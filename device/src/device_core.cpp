@@ -166,7 +166,8 @@ Status DeviceCore::openStorage() {
     return makeError(Code::IoError,
                      "cannot create " + config_.storageDir.string() + ": " + ec.message());
   }
-  files_ = std::make_unique<ModelFiles>(config_.storageDir / "models", config_.durableWrites);
+  files_ = std::make_unique<ModelFiles>(config_.storageDir / "models", config_.durableWrites,
+                                        /*recycle=*/true);
   EDGEFL_TRY(files_->prepare());
   pendingFiles_ =
       std::make_unique<ModelFiles>(config_.storageDir / "pending", config_.durableWrites,
@@ -452,8 +453,9 @@ Status DeviceCore::commitDeployments() {
     return saved;
   }
   // Only after the commit: a crash before it leaves the old state with all
-  // of its files.
-  files_->removeUnless([&](const std::string& name) { return deploy_.references(name); });
+  // of its files. The spare stays for the next deployment's write.
+  files_->removeUnless([&](const std::string& name) { return deploy_.references(name); },
+                       /*temporaries=*/false);
   return {};
 }
 

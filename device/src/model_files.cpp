@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 #include <system_error>
+#include <vector>
 
 #include "edgefl/shared/envelope.hpp"
 
@@ -117,12 +118,16 @@ Result<Bytes> ModelFiles::read(const std::string& name, std::size_t maxBytes) co
   return readFileBytes((dir_ / name).string(), maxBytes);
 }
 
-void ModelFiles::removeUnless(const std::function<bool(const std::string& name)>& keep) const {
+void ModelFiles::removeUnless(const std::function<bool(const std::string& name)>& keep,
+                              bool temporaries) const {
   std::error_code ec;
+  std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-    const std::string name = entry.path().filename().string();
+    names.push_back(entry.path().filename().string());
+  }
+  for (const std::string& name : names) {
     const bool temp = name.size() > kTempSuffix.size() && name.ends_with(kTempSuffix);
-    if (temp || !keep(name)) remove(name);
+    if (temp ? temporaries : !keep(name)) remove(name);
   }
 }
 

@@ -775,6 +775,40 @@ TEST_F(CoreTest, PendingEnvelopesAreFilesRemovedWithTheirRow) {
   EXPECT_EQ(decodeVerified<wire::Update>(sent4[1].payload, deviceRing())->root().getRound(), 4u);
 }
 
+// A device's models directory keeps the file a deployment dropped as its
+// spare, and the next deployment is written over it.
+TEST_F(CoreTest, ADeploymentIsWrittenOverTheModelFileTheLastOneDropped) {
+  auto core = open(config());
+  const fs::path models = config().storageDir / "models";
+  const fs::path spare = models / std::string(device::ModelFiles::kSpareName);
+  const auto inode = [](const fs::path& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_ino;
+  };
+  std::uint64_t sequence = 1;
+  while (!fs::exists(spare) && sequence < 10) {
+    ASSERT_TRUE(deploy(*core, model, {.sequence = sequence++}).ok());
+  }
+  ASSERT_TRUE(fs::exists(spare)) << "no deployment dropped a file";
+  const auto spareInode = inode(spare);
+  const Bytes next = fleet.deployment(model, {.sequence = sequence});
+  ASSERT_TRUE(core->handleMessage(deployTopic("demo", "stable"), next).ok());
+  const fs::path file = models / ("stable-" + std::to_string(sequence) + ".deploy");
+  EXPECT_EQ(inode(file), spareInode);
+  EXPECT_EQ(readFileBytes(file.string(), 1 << 24).value(), next);
+  // The spare outlives the deployment's own sweep, and each later drop
+  // refills it: never more than one.
+  EXPECT_TRUE(fs::exists(spare));
+  EXPECT_EQ(core->status().activeSequence, sequence);
+  // Reopened, the device runs the file written over the spare.
+  core.reset();
+  core = open(config());
+  EXPECT_TRUE(core->status().modelLoaded) << core->status().lastError;
+  EXPECT_EQ(core->status().activeSequence, sequence);
+  EXPECT_EQ(core->status().fallbacks, 0u);
+}
+
 // A pending file cut short or gone cannot be resent: the open reports it
 // and drops its row, resends the rest, and removes files no row names.
 TEST_F(CoreTest, APendingFileThatCannotBeReadIsReportedAndDropped) {

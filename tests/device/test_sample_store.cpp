@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <string>
 
 #include "edgefl/device/device_state.hpp"
@@ -288,6 +289,29 @@ TEST(ModelFiles, ARecyclingDirectoryWritesOverItsSpare) {
 
   ASSERT_TRUE(files.write("r6", Bytes(30, 9)).ok());
   ASSERT_TRUE(files.remove("r6"));
+  // A sweep without temporaries (a device's models after a deployment)
+  // keeps the spare and makes the first file it drops the spare; the sweep
+  // at a device's open removes the spare.
+  ASSERT_TRUE(files.write("r8", Bytes(20, 8)).ok());
+  ASSERT_TRUE(files.write("r9", Bytes(10, 9)).ok());
+  auto names = [&] {
+    std::set<std::string> out;
+    for (const auto& e : std::filesystem::directory_iterator(dir)) {
+      out.insert(e.path().filename().string());
+    }
+    return out;
+  };
+  const auto onlyR9 = [](const std::string& name) { return name == "r9"; };
+  for (int sweep = 0; sweep < 2; ++sweep) {
+    files.removeUnless(onlyR9, /*temporaries=*/false);
+    EXPECT_EQ(names(), (std::set<std::string>{"r9", std::string(ModelFiles::kSpareName)}));
+    EXPECT_EQ(files.bytesUsed(), walked());
+  }
+  EXPECT_EQ(std::filesystem::file_size(spare), 20u);
+  files.removeUnless(onlyR9);
+  EXPECT_EQ(names(), std::set<std::string>{"r9"});
+  EXPECT_EQ(files.bytesUsed(), walked());
+  ASSERT_TRUE(files.remove("r9"));
   files.removeUnless([](const std::string&) { return true; });
   EXPECT_TRUE(std::filesystem::is_empty(dir));
   EXPECT_EQ(files.bytesUsed(), 0u);

@@ -4,8 +4,8 @@
 // directory fsynced, so a crash at any point leaves either no file or the
 // complete one (and a stray temporary that the next open removes).
 //
-// With `recycle` (the pending updates' directory, whose files come and go
-// every round), a removed file is kept as the directory's one spare and the
+// With `recycle` (the pending updates' directory and the models', whose
+// files come and go every round), a removed file is kept as the directory's one spare and the
 // next write overwrites it instead of creating a file: no inode is freed
 // and allocated per update. On ext4 without a journal every allocation
 // skips the inodes freed in the last minutes, one lookup each, and that
@@ -42,8 +42,11 @@ class ModelFiles {
   // IoError, TooLarge (over maxBytes).
   Result<Bytes> read(const std::string& name, std::size_t maxBytes) const;
   // Removes every file for which `keep` is false (when recycling, one of
-  // them may become the new spare), and every temporary.
-  void removeUnless(const std::function<bool(const std::string& name)>& keep) const;
+  // them may become the new spare), and with `temporaries` every temporary
+  // (the spare among them): the sweep at a device's open. Without, the
+  // spare and any write in progress stay.
+  void removeUnless(const std::function<bool(const std::string& name)>& keep,
+                    bool temporaries = true) const;
   // Removes `name` if it is there (as the spare when recycling and there is
   // none yet); false if it is there and stays.
   bool remove(const std::string& name) const;
