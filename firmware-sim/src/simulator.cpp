@@ -512,9 +512,9 @@ class Simulation {
   }
 
   // Waits until no round is open, no canary is deciding and every online
-  // device runs the stable model (a round opened while a deployment is
-  // still spreading finds devices on the old base), feeding the devices
-  // meanwhile.
+  // device has settled on the stable deployment (a round opened while a
+  // deployment is still spreading finds devices on the old base, or queues
+  // behind it), feeding the devices meanwhile.
   Status waitIdle(double timeoutSeconds) {
     const auto deadline = Clock::now() + seconds(timeoutSeconds);
     auto last = Clock::now();
@@ -523,7 +523,9 @@ class Simulation {
       auto stable = registry_->activeDeployment("stable");
       if (!stable) return false;
       for (const auto& v : devices_) {
-        if (v->device && v->device->status().activeVersion != stable->version) return true;
+        if (v->device && !settledOnStable(v->device->status(), stable->version, stable->sequence)) {
+          return true;
+        }
       }
       return false;
     };
@@ -855,6 +857,10 @@ class Simulation {
 };
 
 }  // namespace
+
+bool settledOnStable(const DeviceStatus& status, std::uint64_t version, std::uint64_t sequence) {
+  return status.activeVersion == version && status.stableSequence >= sequence;
+}
 
 Result<SimSummary> runSimulation(const SimConfig& config, const RunHooks& hooks) {
   EDGEFL_TRY(validateSimConfig(config));

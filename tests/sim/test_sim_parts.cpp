@@ -1,5 +1,6 @@
 // edgefl-sim's parts without a fleet: the config file and its limits, delay
-// distributions, the attack transformations, and the report formats.
+// distributions, the attack transformations, the report formats, and when
+// a device counts as settled between rounds.
 
 #include <gtest/gtest.h>
 
@@ -9,6 +10,7 @@
 #include "edgefl/sim/attacks.hpp"
 #include "edgefl/sim/config.hpp"
 #include "edgefl/sim/report.hpp"
+#include "edgefl/sim/simulator.hpp"
 
 namespace edgefl {
 namespace {
@@ -225,6 +227,23 @@ TEST(SimReport, RowsCsvJsonAndPlotCarryTheRoundFigures) {
       << text;
   EXPECT_EQ(sim::csvPathFor("/a/b/summary.json"), std::filesystem::path("/a/b/summary.csv"));
   EXPECT_EQ(sim::svgPathFor("/a/b/summary.json"), std::filesystem::path("/a/b/summary.svg"));
+}
+
+TEST(SimIdle, ADeviceSettlesOnceItRunsTheStableModelAndHasTakenItsDeployment) {
+  DeviceStatus s;
+  s.activeVersion = 4;
+  s.stableSequence = 9;
+  EXPECT_TRUE(sim::settledOnStable(s, 4, 9));
+  EXPECT_TRUE(sim::settledOnStable(s, 4, 8));
+  // A canary member runs version 5 before the stable deployment of it
+  // (sequence 10) has reached it: not settled.
+  s.activeVersion = 5;
+  EXPECT_FALSE(sim::settledOnStable(s, 5, 10));
+  s.stableSequence = 10;
+  EXPECT_TRUE(sim::settledOnStable(s, 5, 10));
+  // Deployment taken but another model running (a failed health check).
+  s.activeVersion = 4;
+  EXPECT_FALSE(sim::settledOnStable(s, 5, 10));
 }
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include <functional>
 #include <string>
 
+#include "edgefl/device/device.hpp"
 #include "edgefl/shared/log.hpp"
 #include "edgefl/shared/result.hpp"
 #include "edgefl/sim/config.hpp"
@@ -41,6 +42,14 @@ struct RunHooks {
   // device and returns what it has.
   const std::atomic<bool>* stop = nullptr;
 };
+
+// Whether a device has settled on the stable deployment (`version`,
+// channel `sequence`): it runs that model and has taken the deployment
+// itself. A canary member runs the new model before its stable deployment
+// arrives; a round opened then queues its task behind that deployment on
+// the devices' shared loop. The simulator opens the next round only when
+// every online device has settled.
+bool settledOnStable(const DeviceStatus& status, std::uint64_t version, std::uint64_t sequence);
 
 // Runs the simulation described by `config` against the fleet directory it
 // names, whose broker and coordinator must be running. Errors: BadConfig,
