@@ -119,8 +119,9 @@ class EDGEFL_DEVICE_HIDDEN MqttLoop::Impl {
  private:
   // What the epoll set holds for one connection.
   struct Watch {
-    int fd = -1;       // the registered socket, -1 when none
-    bool out = false;  // registered with EPOLLOUT
+    int fd = -1;         // the registered socket, -1 when none
+    bool out = false;    // registered with EPOLLOUT
+    bool armed = false;  // one-shot registration not yet reported
   };
   // After any call into libmosquitto for `c`: writes what it has queued and
   // brings its registration in line with its socket and want_write.

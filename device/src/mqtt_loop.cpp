@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <mosquitto.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -111,22 +112,32 @@ void MqttLoop::Impl::rewatch(device::MqttConnection* c, Watch& w) {
   mosquitto* m = c->handle();
   const int sock = mosquitto_socket(m);
   const bool out = sock >= 0 && mosquitto_want_write(m);
+  // One-shot: a registration reports once and is then re-armed here. A
+  // socket libmosquitto closed leaves the set only when no other process
+  // holds it (a child forked meanwhile may): its registration, which can
+  // no longer be reached, then reports at most once instead of on every
+  // wait.
   epoll_event ev{};
-  ev.events = EPOLLIN | (out ? EPOLLOUT : 0u);
+  ev.events = EPOLLIN | EPOLLONESHOT | (out ? EPOLLOUT : 0u);
   ev.data.ptr = c;
   if (sock != w.fd) {
-    // libmosquitto closed the old socket (which took it out of the set)
-    // before it opened this one; every call that can do so is followed by
-    // this check, with the lock held.
+    // libmosquitto closed the old socket before it opened this one; every
+    // call that can do so is followed by this check, with the lock held.
     w.fd = -1;
     if (sock >= 0 && ::epoll_ctl(epollFd_, EPOLL_CTL_ADD, sock, &ev) == 0) {
+      // Not inherited by programs the application starts.
+      ::fcntl(sock, F_SETFD, ::fcntl(sock, F_GETFD) | FD_CLOEXEC);
       w.fd = sock;
       w.out = out;
+      w.armed = true;
     }
     // A failed ADD (out of memory, the user's epoll watch limit) is tried
     // again at the next pass.
-  } else if (sock >= 0 && out != w.out) {
-    if (::epoll_ctl(epollFd_, EPOLL_CTL_MOD, sock, &ev) == 0) w.out = out;
+  } else if (sock >= 0 && (!w.armed || out != w.out)) {
+    if (::epoll_ctl(epollFd_, EPOLL_CTL_MOD, sock, &ev) == 0) {
+      w.out = out;
+      w.armed = true;
+    }
   }
 }
 
@@ -152,6 +163,14 @@ void MqttLoop::Impl::runOnce(std::chrono::milliseconds timeout) {
   std::array<epoll_event, 256> events;
   const int ready = ::epoll_wait(epollFd_, events.data(), static_cast<int>(events.size()),
                                  static_cast<int>(wait.count()));
+  // The counter is emptied before the connections that asked for a write
+  // are taken: one that asks after this wakes the next wait.
+  for (int i = 0; i < ready; ++i) {
+    if (events[i].data.ptr == nullptr) {
+      std::uint64_t drained = 0;
+      [[maybe_unused]] auto n = ::read(wakeFd_, &drained, sizeof drained);
+    }
+  }
   writing_.clear();
   {
     std::lock_guard lock(wantMu_);
@@ -161,15 +180,12 @@ void MqttLoop::Impl::runOnce(std::chrono::milliseconds timeout) {
   std::lock_guard lock(mu_);
   for (int i = 0; i < ready; ++i) {
     auto* c = static_cast<device::MqttConnection*>(events[i].data.ptr);
-    if (c == nullptr) {
-      std::uint64_t drained = 0;
-      [[maybe_unused]] auto n = ::read(wakeFd_, &drained, sizeof drained);
-      continue;
-    }
+    if (c == nullptr) continue;
     // Only connections still registered: one removed during the wait is
     // being closed by its device.
     auto it = watches_.find(c);
     if (it == watches_.end()) continue;
+    it->second.armed = false;  // reported: one-shot until re-armed
     mosquitto* m = c->handle();
     const std::uint32_t revents = events[i].events;
     if ((revents & (EPOLLIN | EPOLLERR | EPOLLHUP)) != 0) mosquitto_loop_read(m, 1);

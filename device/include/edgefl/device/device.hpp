@@ -121,9 +121,10 @@ class EDGEFL_DEVICE_API MqttLoop {
  public:
   struct Options {
     // Period of the pass over all connections: bounds how late
-    // keepalives, reconnects and the devices' timers run. 100 ms keeps
-    // telemetry and resends on time (they are counted in seconds) at
-    // negligible cost for idle devices.
+    // keepalives, reconnects and the devices' timers run, so it must stay
+    // well below the keepalive interval. 100 ms keeps telemetry and
+    // resends on time (they are counted in seconds) at negligible cost for
+    // idle devices.
     std::chrono::milliseconds tick{100};
   };
 
